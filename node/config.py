@@ -1,0 +1,162 @@
+"""One frozen NodeConfig, folded from defaults, the config file and CLI flags.
+
+Nothing else reads the environment: ``cli.py`` passes ``os.environ`` to
+:func:`resolve_data_dir`, and every module receives the resulting config.
+The config file is ``<data dir>/config.toml``; unknown keys are an error so a
+typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.toml"
+DEFAULT_DATA_DIR = Path.home() / ".zhtp"
+DATA_DIR_ENV = "ZHTP_PATH"
+
+MIN_REPLICATION = 3
+MAX_REPLICATION = 12
+
+
+class ConfigError(Exception):
+    """A config file or flag that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    # Where the libp2p host listens; /tcp/0 picks a free port.
+    listen_addrs: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    # Extra bootstrap peers (full multiaddrs with /p2p/<id>).
+    bootstrap: tuple[str, ...] = ()
+    # Also dial the project's default list in bootstrap/peers.txt.
+    use_default_bootstrap: bool = True
+    # Kademlia
+    k: int = 20
+    alpha: int = 3
+    replication: int = 5
+    request_timeout: float = 5.0
+    bucket_refresh_interval: float = 600.0
+    # Records
+    max_record_size: int = 1 << 20
+    republish_interval: float = 3600.0
+    expiry_check_interval: float = 60.0
+    provider_ttl: float = 24 * 3600.0
+    # The local control API (127.0.0.1 only); port 0 picks a free one.
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    # Storage this node offers (advertised in Pong; enforced by the store).
+    max_storage_bytes: int = 10 << 30
+    tiers: tuple[str, ...] = ("hot", "warm", "cold", "archive")
+    # Connections
+    dial_timeout: float = 5.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not MIN_REPLICATION <= self.replication <= MAX_REPLICATION:
+            raise ConfigError(
+                f"replication must be {MIN_REPLICATION}..{MAX_REPLICATION}, got {self.replication}"
+            )
+        if self.k < 1 or self.alpha < 1:
+            raise ConfigError("k and alpha must be at least 1")
+        for name in ("request_timeout", "republish_interval", "expiry_check_interval",
+                     "bucket_refresh_interval", "provider_ttl", "dial_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.api_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("api_host must be a loopback address: the API has no authentication")
+        if not self.listen_addrs:
+            raise ConfigError("listen_addrs must not be empty")
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FILE_KEYS = {f.name for f in dataclasses.fields(NodeConfig)} - {"data_dir"}
+
+
+def resolve_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """``--data-dir`` wins over ``ZHTP_PATH``, which wins over ``~/.zhtp``."""
+    if flag:
+        return Path(flag).expanduser().resolve()
+    if environ.get(DATA_DIR_ENV):
+        return Path(environ[DATA_DIR_ENV]).expanduser().resolve()
+    return DEFAULT_DATA_DIR
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = NodeConfig.__dataclass_fields__[name].default
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string")
+    return value
+
+
+def load_config(data_dir: Path, **overrides: Any) -> NodeConfig:
+    """Defaults, then ``config.toml`` if present, then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    path = data_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: {error}") from error
+        unknown = sorted(set(raw) - _FILE_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting {', '.join(unknown)}")
+        values = {name: _coerce(name, value) for name, value in raw.items()}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return NodeConfig(data_dir=data_dir, **values)
+    except TypeError as error:
+        raise ConfigError(str(error)) from error
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_config(config: NodeConfig) -> Path:
+    """Write every setting to ``config.toml`` (atomically) so the file documents them."""
+    lines = ["# ZHTP node configuration; every setting is listed with its current value.\n"]
+    for f in dataclasses.fields(NodeConfig):
+        if f.name in _FILE_KEYS:
+            lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}\n")
+    path = config.config_path
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+    return path

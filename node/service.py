@@ -1,0 +1,243 @@
+"""The node: one libp2p host serving ping and Kademlia, the record store, the API.
+
+``NodeService.run`` owns every task of a running node. Resources: the libp2p
+host (TCP listeners), ``records.sqlite`` and ``api.port`` in the data dir.
+Readiness is reported with ``task_status.started()`` once the host listens,
+the API answers and bootstrapping has been attempted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import multiaddr
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from bootstrap.peers import default_peers, parse_peer_addrs
+from node.api.client import API_PORT_FILE
+from node.config import NodeConfig
+from node.dht import Dht, dialable
+from node.host import StreamOpener as HostStreamOpener
+from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
+from node.records.book import RecordBook
+from node.records.names import NAME_PREFIX, NameValidator
+from node.records.store import RecordStore
+from node.records.validators import BLOB_PREFIX, BlobValidator, NamespacedValidator
+from protocols import ids
+from protocols.framing import Counters, StreamGate, serve_stream
+from protocols.kad.messages import decode_message, encode_message
+from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
+from protocols.ping.service import PingHandler
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+RECORDS_DB = "records.sqlite"
+
+TIERS = {"hot": Tier.HOT, "warm": Tier.WARM, "cold": Tier.COLD, "archive": Tier.ARCHIVE}
+
+
+def package_version() -> str:
+    try:
+        return version("zhtp")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _local_ips() -> list[str]:
+    """IPv4 addresses of this machine, loopback first, for 0.0.0.0 listeners."""
+    found = ["127.0.0.1"]
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    for info in infos:
+        ip = str(info[4][0])
+        if ip not in found and not ip.startswith("127."):
+            found.append(ip)
+    return found
+
+
+def expand_unspecified(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """Replace 0.0.0.0 listen addresses by this machine's addresses, so peers can dial them."""
+    out: list[multiaddr.Multiaddr] = []
+    for addr in addrs:
+        text = str(addr)
+        if text.startswith("/ip4/0.0.0.0/"):
+            rest = text[len("/ip4/0.0.0.0") :]
+            out.extend(multiaddr.Multiaddr(f"/ip4/{ip}{rest}") for ip in _local_ips())
+        else:
+            out.append(addr)
+    return out
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    configured: int
+    reached: int
+
+
+class NodeService:
+    """A running ZHTP node. Start it with ``await nursery.start(service.run)``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.key_pair = load_or_create_key(config.data_dir)
+        self.peer_id: ID = peer_id_of(self.key_pair)
+        self.host = build_host(
+            self.key_pair, dial_timeout=config.dial_timeout, addrs_factory=expand_unspecified
+        )
+        self.counters = {ids.KAD: Counters(), ids.PING: Counters(), "dht": Counters()}
+        self.store = RecordStore(config.data_dir / RECORDS_DB)
+        validator = NamespacedValidator(
+            {
+                BLOB_PREFIX: BlobValidator(config.max_record_size),
+                NAME_PREFIX: NameValidator(),
+            }
+        )
+        self.book = RecordBook(self.store, validator)
+        self.open_stream = HostStreamOpener(self.host)
+        self.dht = Dht(
+            config=config,
+            local_peer_id=self.peer_id.to_bytes(),
+            open_stream=self.open_stream,
+            book=self.book,
+            self_addrs=self.listen_addrs,
+            peer_addrs=self.known_addrs,
+            counters=self.counters["dht"],
+        )
+        self.ping_handler = PingHandler(self.status)
+        self.bootstrap_result = BootstrapResult(0, 0)
+        self.api_port: int | None = None
+        self._gates = {
+            ids.KAD: StreamGate(ids.KAD_LIMITS.max_streams_per_peer),
+            ids.PING: StreamGate(ids.PING_LIMITS.max_streams_per_peer),
+        }
+
+    # -- facts about this node ---------------------------------------------
+
+    def listen_addrs(self) -> tuple[bytes, ...]:
+        """Our dialable transport addresses (without /p2p), as binary multiaddrs."""
+        suffix = multiaddr.Multiaddr(f"/p2p/{self.peer_id.to_base58()}")
+        out = []
+        for addr in self.host.get_addrs():
+            if str(addr).endswith(str(suffix)):
+                addr = addr.decapsulate(suffix)
+            out.append(addr.to_bytes())
+        return dialable(out)
+
+    def full_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs() if "/ip4/0.0.0.0/" not in str(a)]
+
+    def known_addrs(self, peer_id: bytes) -> tuple[bytes, ...]:
+        """Transport addresses the peerstore (identify) has for a peer, without /p2p."""
+        pid = ID(peer_id)
+        try:
+            addrs = self.host.get_peerstore().addrs(pid)
+        except Exception:  # the peerstore raises PeerStoreError for unknown peers
+            return ()
+        suffix = multiaddr.Multiaddr(f"/p2p/{pid.to_base58()}")
+        out = []
+        for addr in addrs:
+            if str(addr).endswith(str(suffix)):
+                addr = addr.decapsulate(suffix)
+            out.append(addr.to_bytes())
+        return tuple(out)
+
+    def free_storage(self) -> int:
+        try:
+            disk_free = shutil.disk_usage(self.config.data_dir).free
+        except OSError:
+            disk_free = 0
+        return min(self.config.max_storage_bytes, disk_free)
+
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            version=package_version(),
+            listen_addrs=self.listen_addrs(),
+            free_storage_bytes=self.free_storage(),
+            tiers=tuple(TIERS[t] for t in self.config.tiers if t in TIERS),
+        )
+
+    # -- protocol handlers ---------------------------------------------------
+
+    async def _serve_kad(self, stream: INetStream) -> None:
+        await serve_stream(
+            stream,
+            stream_peer(stream),
+            limits=ids.KAD_LIMITS,
+            decode=decode_message,
+            encode=encode_message,
+            handler=self.dht.handlers.handle,
+            counters=self.counters[ids.KAD],
+            gate=self._gates[ids.KAD],
+        )
+
+    async def _serve_ping(self, stream: INetStream) -> None:
+        await serve_stream(
+            stream,
+            stream_peer(stream),
+            limits=ids.PING_LIMITS,
+            decode=decode_ping,
+            encode=encode_pong,
+            handler=self.ping_handler.handle,
+            counters=self.counters[ids.PING],
+            gate=self._gates[ids.PING],
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def bootstrap_peers(self) -> list[str]:
+        peers = list(self.config.bootstrap)
+        if self.config.use_default_bootstrap:
+            peers += [p for p in default_peers() if p not in peers]
+        return peers
+
+    async def join(self) -> BootstrapResult:
+        peers = parse_peer_addrs(self.bootstrap_peers())
+        reached = await self.dht.bootstrap(peers)
+        self.bootstrap_result = BootstrapResult(len(peers), reached)
+        return self.bootstrap_result
+
+    async def run(
+        self,
+        *,
+        serve_api: Callable[..., Awaitable[None]] | None = None,
+        task_status: TaskStatus[NodeService] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listen = [multiaddr.Multiaddr(a) for a in self.config.listen_addrs]
+        port_file = self.config.data_dir / API_PORT_FILE
+        try:
+            async with self.host.run(listen), trio.open_nursery() as nursery:
+                set_handler(self.host, ids.KAD, self._serve_kad)
+                set_handler(self.host, ids.PING, self._serve_ping)
+                await nursery.start(self.dht.run)
+                if serve_api is not None:
+                    # serve_api(node, *, task_status) reports the port it bound.
+                    self.api_port = await nursery.start(serve_api, self)
+                    _write_atomically(port_file, f"{self.api_port}\n")
+                await self.join()
+                task_status.started(self)
+        finally:
+            if self.api_port is not None:
+                port_file.unlink(missing_ok=True)
+            self.store.close()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,291 @@
+"""The one framing loop: unsigned-varint length prefix + protobuf payload.
+
+Every protocol of ours is served by :func:`serve_stream`, which owns the
+stream: it reads frames under a per-protocol size cap and idle timeout,
+decodes them, calls a plain ``async def handle(peer, request) -> response``
+function, writes the response, closes on success and resets on error. Clients
+use :func:`exchange` for one request and its response. Handlers never see a
+stream, so they can be unit-tested without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import trio
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.io.exceptions import IOException
+from libp2p.network.exceptions import RateLimitError
+
+from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.ids import WireLimits
+
+# The multiformats unsigned-varint spec caps varints at 9 bytes (63 bits);
+# a longer run of continuation bytes is an attack, not a length.
+MAX_VARINT_BYTES = 9
+READ_CHUNK = 64 * 1024
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+# Failures of the byte stream itself (peer vanished, stream reset under us):
+# not a protocol violation, but the exchange is over.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    IOException,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+
+# Everything a remote peer can make one of our requests fail with: it did
+# not answer in time, could not be dialled, refused the protocol, or sent
+# junk. Callers count such a peer as failed; our own bugs are not in here.
+PEER_FAILURES: tuple[type[BaseException], ...] = (
+    RemoteProtocolError,
+    trio.TooSlowError,
+    BaseLibp2pError,
+    RateLimitError,
+    *TRANSPORT_ERRORS,
+)
+
+
+class ByteStream(Protocol):
+    """What the framing loop needs of a stream (py-libp2p's INetStream fits)."""
+
+    async def read(self, n: int | None = None) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def reset(self) -> None: ...
+
+
+# Opens a stream to ``peer_id`` for ``protocol``, dialling ``addrs`` if needed.
+StreamOpener = Callable[[bytes, Sequence[bytes], str], Awaitable[ByteStream]]
+
+
+class Counters:
+    """Named event counts (errors by reason, requests served), read by metrics."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def inc(self, name: str, amount: int = 1) -> None:
+        self._counts[name] += amount
+
+    def get(self, name: str) -> int:
+        return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+class StreamGate:
+    """Caps concurrent inbound streams per peer so one peer cannot flood us."""
+
+    def __init__(self, max_per_peer: int) -> None:
+        self._max = max_per_peer
+        self._open: Counter[bytes] = Counter()
+
+    def try_enter(self, peer: bytes) -> bool:
+        if self._open[peer] >= self._max:
+            return False
+        self._open[peer] += 1
+        return True
+
+    def leave(self, peer: bytes) -> None:
+        self._open[peer] -= 1
+        if self._open[peer] <= 0:
+            del self._open[peer]
+
+    def open_streams(self, peer: bytes) -> int:
+        return self._open[peer]
+
+
+def encode_uvarint(value: int) -> bytes:
+    if value < 0 or value >= 1 << 63:
+        raise LocalProtocolError("varint_range", str(value))
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_uvarint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None:
+    """Decode a varint at ``pos``; ``None`` if ``buf`` ends before it does.
+
+    Returns ``(value, position after it)``. Raises RemoteProtocolError for a
+    varint longer than 9 bytes or one with redundant trailing zero groups
+    (the spec requires minimal encoding, so a length has one spelling).
+    """
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos + i >= len(buf):
+            return None
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise RemoteProtocolError("varint_not_minimal")
+            return value, pos + i + 1
+    raise RemoteProtocolError("varint_too_long")
+
+
+def encode_frame(payload: bytes, max_frame: int) -> bytes:
+    if len(payload) > max_frame:
+        raise LocalProtocolError("frame_too_large", f"{len(payload)} > {max_frame}")
+    return encode_uvarint(len(payload)) + payload
+
+
+class FrameReader:
+    """Reads length-prefixed frames from a stream, never buffering past the cap."""
+
+    def __init__(self, stream: ByteStream, max_frame: int) -> None:
+        self._stream = stream
+        self._max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def mid_frame(self) -> bool:
+        """True when part of a frame has arrived (an idle timeout now is a stall)."""
+        return bool(self._buf)
+
+    async def _fill(self) -> bool:
+        try:
+            chunk = await self._stream.read(READ_CHUNK)
+        except EOFError:
+            return False
+        if not chunk:
+            return False
+        self._buf += chunk
+        return True
+
+    async def read_frame(self) -> bytes | None:
+        """The next frame's payload, or ``None`` at a clean end of stream."""
+        while True:
+            header = decode_uvarint(self._buf)
+            if header is not None:
+                break
+            if not await self._fill():
+                if self._buf:
+                    raise RemoteProtocolError("truncated_frame", "stream ended inside a length")
+                return None
+        length, start = header
+        if length > self._max_frame:
+            raise RemoteProtocolError("frame_too_large", f"{length} > {self._max_frame}")
+        while len(self._buf) < start + length:
+            if not await self._fill():
+                raise RemoteProtocolError(
+                    "truncated_frame", f"got {len(self._buf) - start} of {length} bytes"
+                )
+        payload = bytes(self._buf[start : start + length])
+        del self._buf[: start + length]
+        return payload
+
+
+async def reset_quietly(stream: ByteStream) -> None:
+    # A reset is our last word on a stream that already failed; if the
+    # transport is gone too there is nobody left to tell.
+    with contextlib.suppress(*TRANSPORT_ERRORS):
+        await stream.reset()
+
+
+async def close_quietly(stream: ByteStream) -> None:
+    with contextlib.suppress(*TRANSPORT_ERRORS):
+        await stream.close()
+
+
+async def serve_stream(
+    stream: ByteStream,
+    peer: bytes,
+    *,
+    limits: WireLimits,
+    decode: Callable[[bytes], Request],
+    encode: Callable[[Response], bytes],
+    handler: Callable[[bytes, Request], Awaitable[Response | None]],
+    counters: Counters,
+    gate: StreamGate | None = None,
+) -> None:
+    """Serve requests on ``stream`` from ``peer`` until it closes, idles or errs.
+
+    ``decode`` raises RemoteProtocolError for a frame it cannot accept; so may
+    ``handler`` for a request that is well-formed but invalid. Either resets
+    the stream and is counted under the error's reason; no state changes are
+    made by the loop itself.
+    """
+    if gate is not None and not gate.try_enter(peer):
+        counters.inc("too_many_streams")
+        await reset_quietly(stream)
+        return
+    try:
+        reader = FrameReader(stream, limits.max_frame)
+        while True:
+            with trio.move_on_after(limits.idle_timeout) as idle:
+                frame = await reader.read_frame()
+            if idle.cancelled_caught:
+                if reader.mid_frame:
+                    counters.inc("stalled_frame")
+                    await reset_quietly(stream)
+                else:
+                    counters.inc("idle_close")
+                    await close_quietly(stream)
+                return
+            if frame is None:
+                await close_quietly(stream)
+                return
+            request = decode(frame)
+            response = await handler(peer, request)
+            # ``None`` is for one-way messages (Kademlia's ADD_PROVIDER).
+            if response is not None:
+                await stream.write(encode_frame(encode(response), limits.max_frame))
+            counters.inc("served")
+    except RemoteProtocolError as error:
+        counters.inc(error.reason)
+        await reset_quietly(stream)
+    except TRANSPORT_ERRORS:
+        counters.inc("stream_broken")
+        await reset_quietly(stream)
+    finally:
+        if gate is not None:
+            gate.leave(peer)
+
+
+async def exchange(stream: ByteStream, payload: bytes, *, max_frame: int) -> bytes:
+    """Send one request frame, read one response frame, close the stream.
+
+    Any failure resets the stream. A malformed or missing response raises
+    RemoteProtocolError; the caller bounds the whole exchange with a timeout.
+    """
+    try:
+        await stream.write(encode_frame(payload, max_frame))
+        reader = FrameReader(stream, max_frame)
+        response = await reader.read_frame()
+        if response is None:
+            raise RemoteProtocolError("no_response", "stream closed before a response")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await reset_quietly(stream)
+        raise
+    await close_quietly(stream)
+    return response
+
+
+async def send_one_way(stream: ByteStream, payload: bytes, *, max_frame: int) -> None:
+    """Send one frame that has no response, then close the stream."""
+    try:
+        await stream.write(encode_frame(payload, max_frame))
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await reset_quietly(stream)
+        raise
+    await close_quietly(stream)

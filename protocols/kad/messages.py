@@ -1,0 +1,173 @@
+"""The Kademlia ``Message`` as typed values; the only place that sees dht_pb2.
+
+Decoding is where hostile input is first met: garbage, unknown message
+types, malformed peer IDs and oversized lists are RemoteProtocolErrors.
+Addresses that do not parse as multiaddrs are dropped, not fatal, because
+peers legitimately advertise transports we do not speak.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import multiaddr
+from google.protobuf.message import DecodeError
+
+from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.pb import dht_pb2
+
+MAX_KEY_BYTES = 1024
+MAX_PEERS_PER_LIST = 64
+MAX_ADDRS_PER_PEER = 32
+MAX_ADDR_BYTES = 256
+
+# Multihash codes a libp2p PeerID may use: identity (inlined small keys such
+# as ed25519) and sha2-256 (hashed larger keys).
+_IDENTITY = 0x00
+_SHA2_256 = 0x12
+_MAX_IDENTITY_DIGEST = 128
+
+
+class MessageType(enum.IntEnum):
+    PUT_VALUE = 0
+    GET_VALUE = 1
+    ADD_PROVIDER = 2
+    GET_PROVIDERS = 3
+    FIND_NODE = 4
+    PING = 5
+
+
+class Connection(enum.IntEnum):
+    NOT_CONNECTED = 0
+    CONNECTED = 1
+    CAN_CONNECT = 2
+    CANNOT_CONNECT = 3
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: bytes
+    addrs: tuple[bytes, ...] = ()
+    connection: Connection = Connection.NOT_CONNECTED
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes
+    value: bytes
+    time_received: str = ""
+
+
+@dataclass(frozen=True)
+class KadMessage:
+    type: MessageType
+    key: bytes = b""
+    record: Record | None = None
+    closer_peers: tuple[PeerInfo, ...] = ()
+    provider_peers: tuple[PeerInfo, ...] = ()
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    value = 0
+    for i in range(9):
+        if pos + i >= len(data):
+            return None
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    return None
+
+
+def is_valid_peer_id(raw: bytes) -> bool:
+    """True if ``raw`` is a multihash a libp2p PeerID can be (identity or sha2-256)."""
+    code = _read_varint(raw, 0)
+    if code is None:
+        return False
+    length = _read_varint(raw, code[1])
+    if length is None:
+        return False
+    digest_len = len(raw) - length[1]
+    if digest_len != length[0]:
+        return False
+    if code[0] == _SHA2_256:
+        return digest_len == 32
+    return code[0] == _IDENTITY and 0 < digest_len <= _MAX_IDENTITY_DIGEST
+
+
+def _valid_addr(raw: bytes) -> bool:
+    if not raw or len(raw) > MAX_ADDR_BYTES:
+        return False
+    try:
+        multiaddr.Multiaddr(raw)
+    except Exception:  # the multiaddr package raises many unrelated types on junk
+        return False
+    return True
+
+
+def _peer_from_pb(pb: dht_pb2.Message.Peer) -> PeerInfo:
+    if not is_valid_peer_id(pb.id):
+        raise RemoteProtocolError("bad_peer_id", pb.id[:64].hex())
+    if len(pb.addrs) > MAX_ADDRS_PER_PEER:
+        raise RemoteProtocolError("too_many_addrs", str(len(pb.addrs)))
+    try:
+        connection = Connection(pb.connection)
+    except ValueError:
+        connection = Connection.NOT_CONNECTED
+    addrs = tuple(a for a in pb.addrs if _valid_addr(a))
+    return PeerInfo(peer_id=pb.id, addrs=addrs, connection=connection)
+
+
+def _peers_from_pb(peers: object, label: str) -> tuple[PeerInfo, ...]:
+    items = list(peers)  # type: ignore[call-overload]
+    if len(items) > MAX_PEERS_PER_LIST:
+        raise RemoteProtocolError("too_many_peers", f"{label}: {len(items)}")
+    return tuple(_peer_from_pb(p) for p in items)
+
+
+def decode_message(data: bytes) -> KadMessage:
+    pb = dht_pb2.Message()
+    try:
+        pb.ParseFromString(data)
+    except DecodeError as error:
+        raise RemoteProtocolError("garbage", str(error)) from error
+    try:
+        kind = MessageType(pb.type)
+    except ValueError as error:
+        raise RemoteProtocolError("unknown_message_type", str(pb.type)) from error
+    if len(pb.key) > MAX_KEY_BYTES:
+        raise RemoteProtocolError("key_too_long", str(len(pb.key)))
+    record = None
+    if pb.HasField("record"):
+        if len(pb.record.key) > MAX_KEY_BYTES:
+            raise RemoteProtocolError("key_too_long", str(len(pb.record.key)))
+        record = Record(pb.record.key, pb.record.value, pb.record.timeReceived)
+    return KadMessage(
+        type=kind,
+        key=pb.key,
+        record=record,
+        closer_peers=_peers_from_pb(pb.closerPeers, "closerPeers"),
+        provider_peers=_peers_from_pb(pb.providerPeers, "providerPeers"),
+    )
+
+
+def _peer_to_pb(peer: PeerInfo, out: dht_pb2.Message.Peer) -> None:
+    out.id = peer.peer_id
+    out.addrs.extend(peer.addrs)
+    out.connection = int(peer.connection)  # type: ignore[assignment]
+
+
+def encode_message(message: KadMessage) -> bytes:
+    if len(message.closer_peers) > MAX_PEERS_PER_LIST:
+        raise LocalProtocolError("too_many_peers", str(len(message.closer_peers)))
+    pb = dht_pb2.Message(type=int(message.type), key=message.key)  # type: ignore[arg-type]
+    if message.record is not None:
+        pb.record.key = message.record.key
+        pb.record.value = message.record.value
+        pb.record.timeReceived = message.record.time_received
+    for peer in message.closer_peers:
+        _peer_to_pb(peer, pb.closerPeers.add())
+    for peer in message.provider_peers:
+        _peer_to_pb(peer, pb.providerPeers.add())
+    return pb.SerializeToString(deterministic=True)
