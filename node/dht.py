@@ -328,8 +328,13 @@ class Dht:
         return remote, len(remote) < len(chosen)
 
     async def put(self, key: bytes, value: bytes) -> PutReport:
-        """Store a record on the R closest nodes; raises RecordInvalid for a bad one."""
-        self.book.accept(key, value, self._clock_ms())
+        """Store a record on the R closest nodes.
+
+        Raises RecordInvalid for a record that fails validation, or that is
+        older than one this node already holds (it would be refused anyway).
+        """
+        if self.book.accept(key, value, self._clock_ms()) is PutOutcome.KEPT_EXISTING:
+            raise RecordInvalid("stale: a newer record for this key is already held")
         found = await self.lookup(key)
         remote, local_is_replica = self._replica_set(key, found.closest)
         accepted: list[bytes] = [self.local_peer_id] if local_is_replica else []

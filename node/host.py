@@ -69,7 +69,7 @@ def build_host(
 ) -> IHost:
     """A py-libp2p host that speaks Noise + Yamux over TCP and nothing weaker."""
     noise = NoiseTransport(pair, noise_privkey=create_noise_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_preference="YAMUX",
@@ -79,6 +79,24 @@ def build_host(
         ),
         addrs_factory=addrs_factory,
     )
+    _disable_auto_connect(host)
+    return host
+
+
+def _disable_auto_connect(host: IHost) -> None:
+    """Stop py-libp2p from dialling every peer in its peerstore.
+
+    Its auto-connector keeps ~150 connections open by dialling whatever the
+    peerstore holds, and every address a lookup ever returned lands there.
+    The routing table, not the peerstore, decides whom a node talks to.
+    """
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is not None:
+
+        async def _no_auto_connect() -> None:
+            return None
+
+        connector.maybe_connect = _no_auto_connect
 
 
 def stream_peer(stream: INetStream) -> bytes:

@@ -271,7 +271,7 @@ async def exchange(stream: ByteStream, payload: bytes, *, max_frame: int) -> byt
         reader = FrameReader(stream, max_frame)
         response = await reader.read_frame()
         if response is None:
-            raise RemoteProtocolError("no_response", "stream closed before a response")
+            raise RemoteProtocolError("refused", "stream ended without a response")
     except BaseException:
         with trio.CancelScope(shield=True):
             await reset_quietly(stream)

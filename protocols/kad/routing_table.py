@@ -17,9 +17,12 @@ import heapq
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from protocols.kad.keyspace import KEY_BITS, common_prefix_len, kad_id
 from protocols.kad.subnet import public_subnet
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,13 @@ class RoutingTable:
         self.max_per_subnet_in_bucket = max_per_subnet_in_bucket
         self.max_per_subnet_in_table = max_per_subnet_in_table
         # Each bucket is a dict in least-recently-seen-first order; moving an
-        # entry to the tail is a delete and re-insert.
-        self._buckets: list[dict[bytes, _Entry]] = [{} for _ in range(KEY_BITS)]
+        # entry to the tail is a delete and re-insert. Only non-empty buckets
+        # exist, so an idle table is small (simulations hold a million).
+        self._buckets: dict[int, dict[bytes, _Entry]] = {}
         self._bucket_of: dict[bytes, int] = {}
         self._subnets_in_table: Counter[str] = Counter()
-        self._subnets_in_bucket: list[Counter[str]] = [Counter() for _ in range(KEY_BITS)]
-        self._refreshed: list[float | None] = [None] * KEY_BITS
+        self._subnets_in_bucket: Counter[tuple[int, str]] = Counter()
+        self._refreshed: dict[int, float] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -115,14 +119,14 @@ class RoutingTable:
         return len(self._bucket_of)
 
     def contacts(self) -> list[Contact]:
-        return [e.contact for bucket in self._buckets for e in bucket.values()]
+        return [e.contact for i in sorted(self._buckets) for e in self._buckets[i].values()]
 
     def bucket(self, index: int) -> list[Contact]:
         """The contacts of bucket ``index``, least recently seen first."""
-        return [e.contact for e in self._buckets[self._check_index(index)].values()]
+        return [e.contact for e in self._buckets.get(self._check_index(index), {}).values()]
 
     def bucket_sizes(self) -> dict[int, int]:
-        return {i: len(b) for i, b in enumerate(self._buckets) if b}
+        return {i: len(self._buckets[i]) for i in sorted(self._buckets)}
 
     def closest(
         self, target_kad_id: bytes, count: int, *, exclude: Collection[bytes] = ()
@@ -131,7 +135,12 @@ class RoutingTable:
         if count <= 0:
             return []
         target = int.from_bytes(target_kad_id, "big")
-        entries = (e for bucket in self._buckets for pid, e in bucket.items() if pid not in exclude)
+        entries = (
+            e
+            for bucket in self._buckets.values()
+            for pid, e in bucket.items()
+            if pid not in exclude
+        )
         return [e.contact for e in heapq.nsmallest(count, entries, key=lambda e: e.key ^ target)]
 
     # -- changes ---------------------------------------------------------
@@ -153,7 +162,7 @@ class RoutingTable:
         if contact.peer_id == self.local_peer_id:
             return UpdateResult(UpdateOutcome.REJECTED_SELF)
         index = self.bucket_index(contact.kad_id)
-        bucket = self._buckets[index]
+        bucket = self._buckets.get(index, {})
         old = bucket.get(contact.peer_id)
         if old is not None:
             entry = _Entry(old.contact, now, old.subnet)
@@ -189,7 +198,7 @@ class RoutingTable:
         if contact.peer_id == self.local_peer_id or contact.peer_id in self._bucket_of:
             return False
         index = self.bucket_index(contact.kad_id)
-        bucket = self._buckets[index]
+        bucket = self._buckets.get(index, {})
         if not bucket or next(iter(bucket)) != stale_peer_id:
             return False
         stale = bucket[stale_peer_id]
@@ -233,7 +242,7 @@ class RoutingTable:
             return []
         stale = []
         for index in range(max(sizes) + 1):
-            last = self._refreshed[index]
+            last = self._refreshed.get(index)
             if last is None or now - last >= max_age:
                 stale.append(index)
         return stale
@@ -259,25 +268,32 @@ class RoutingTable:
             return True
         freed = 1 if leaving is not None and leaving.subnet == subnet else 0
         return (
-            self._subnets_in_bucket[index][subnet] - freed < self.max_per_subnet_in_bucket
+            self._subnets_in_bucket[index, subnet] - freed < self.max_per_subnet_in_bucket
             and self._subnets_in_table[subnet] - freed < self.max_per_subnet_in_table
         )
 
     def _link(self, index: int, entry: _Entry, now: float) -> None:
         peer_id = entry.contact.peer_id
-        self._buckets[index][peer_id] = entry
+        self._buckets.setdefault(index, {})[peer_id] = entry
         self._bucket_of[peer_id] = index
         if entry.subnet is not None:
-            self._subnets_in_bucket[index][entry.subnet] += 1
+            self._subnets_in_bucket[index, entry.subnet] += 1
             self._subnets_in_table[entry.subnet] += 1
         self._refreshed[index] = now
 
     def _unlink(self, index: int, entry: _Entry) -> None:
         peer_id = entry.contact.peer_id
-        del self._buckets[index][peer_id]
+        bucket = self._buckets[index]
+        del bucket[peer_id]
+        if not bucket:
+            del self._buckets[index]
         del self._bucket_of[peer_id]
         if entry.subnet is not None:
-            for counter in (self._subnets_in_bucket[index], self._subnets_in_table):
-                counter[entry.subnet] -= 1
-                if not counter[entry.subnet]:
-                    del counter[entry.subnet]
+            _decrement(self._subnets_in_bucket, (index, entry.subnet))
+            _decrement(self._subnets_in_table, entry.subnet)
+
+
+def _decrement(counter: Counter[_K], key: _K) -> None:
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]

@@ -266,7 +266,12 @@ def test_table_subnet_cap_spans_buckets() -> None:
 
 @pytest.mark.parametrize(
     "addr",
-    ["/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.1/tcp/4001", "/ip4/192.168.1.1/tcp/1", "/ip6/::1/tcp/1"],
+    [
+        "/ip4/127.0.0.1/tcp/4001",
+        "/ip4/10.0.0.1/tcp/4001",
+        "/ip4/192.168.1.1/tcp/1",
+        "/ip6/::1/tcp/1",
+    ],
 )
 def test_non_public_addresses_are_exempt(addr: str) -> None:
     table = RoutingTable(LOCAL, k=8, max_per_subnet_in_bucket=1, max_per_subnet_in_table=1)
