@@ -62,6 +62,7 @@ TESTNET_SETTINGS: Mapping[str, Any] = {
 POLL_INTERVAL = 0.2
 API_TIMEOUT = 5.0
 STOP_GRACE = 10.0
+KILL_WAIT = 2.0
 LOG_TAIL_LINES = 15
 
 # Node processes this process started and has not yet collected, by pid.
@@ -101,26 +102,31 @@ def _signal(pid: int, data_dir: Path, sig: signal.Signals) -> bool:
     return True
 
 
-def _stop_pids(targets: list[tuple[int, Path]], grace: float = STOP_GRACE) -> list[int]:
-    """SIGTERM every target still ours, wait up to ``grace`` s, SIGKILL the rest.
-
-    Returns the pids that were signalled.
-    """
-    signalled = [(pid, d) for pid, d in targets if _signal(pid, d, signal.SIGTERM)]
-    deadline = time.monotonic() + grace
-    remaining = list(signalled)
+def _wait_gone(targets: list[tuple[int, Path]], timeout: float) -> list[tuple[int, Path]]:
+    """Wait up to ``timeout`` s for the targets to exit; return those still running."""
+    deadline = time.monotonic() + timeout
+    remaining = list(targets)
     while remaining and time.monotonic() < deadline:
         time.sleep(0.05)
         for pid, _ in remaining:
             _reap(pid)
         remaining = [(pid, d) for pid, d in remaining if _owns(pid, d)]
-    for pid, d in remaining:
+    return remaining
+
+
+def _stop_pids(targets: list[tuple[int, Path]]) -> list[int]:
+    """SIGTERM every target still ours, wait up to STOP_GRACE s, SIGKILL the rest.
+
+    Returns the pids that were signalled.
+    """
+    signalled = [(pid, d) for pid, d in targets if _signal(pid, d, signal.SIGTERM)]
+    stubborn = _wait_gone(signalled, STOP_GRACE)
+    for pid, d in stubborn:
         _signal(pid, d, signal.SIGKILL)
+    # SIGKILL cannot be refused, but the kernel takes a moment to tear a process down.
+    _wait_gone(stubborn, KILL_WAIT)
     for pid, _ in signalled:
-        child = _CHILDREN.pop(pid, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=1.0)
+        _reap(pid)
     return [pid for pid, _ in signalled]
 
 

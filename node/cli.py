@@ -260,8 +260,12 @@ def cmd_testnet_down(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from bootstrap.demo import run_demo
+    from bootstrap.testnet import TestnetError
 
-    run_demo(nodes=args.nodes, json_output=args.json, keep=args.keep)
+    try:
+        run_demo(nodes=args.nodes, json_output=args.json, keep=args.keep)
+    except TestnetError as error:
+        raise CliError(str(error)) from error
 
 
 # -- parser -----------------------------------------------------------------------
