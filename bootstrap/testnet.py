@@ -63,7 +63,7 @@ POLL_INTERVAL = 0.2
 API_TIMEOUT = 5.0
 STOP_GRACE = 10.0
 KILL_WAIT = 2.0
-LOG_TAIL_LINES = 15
+LOG_TAIL_LINES = 4
 
 # Node processes this process started and has not yet collected, by pid.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -142,12 +142,18 @@ def _reap(pid: int) -> None:
 
 
 def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a node log, on one line; traceback frames and rules dropped."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
-    tail = [line for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(tail) if tail else "(log is empty)"
+    kept = []
+    for line in text.splitlines():
+        # Exception groups draw boxes with | and +-; carets underline code.
+        line = line.strip().lstrip("|+- ").strip()
+        if line and line.strip("^~-") and not line.startswith("File "):
+            kept.append(line)
+    return " | ".join(kept[-lines:]) if kept else "(log is empty)"
 
 
 # -- the state file ----------------------------------------------------------------------

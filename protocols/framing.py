@@ -289,3 +289,100 @@ async def send_one_way(stream: ByteStream, payload: bytes, *, max_frame: int) ->
             await reset_quietly(stream)
         raise
     await close_quietly(stream)
+
+
+# Failures of a reused stream that a fresh stream may not have.
+_RETRYABLE: tuple[type[BaseException], ...] = (RemoteProtocolError, *TRANSPORT_ERRORS)
+
+
+class _Pooled:
+    __slots__ = ("last_used", "reader", "stream")
+
+    def __init__(self, stream: ByteStream, reader: FrameReader, last_used: float) -> None:
+        self.stream = stream
+        self.reader = reader
+        self.last_used = last_used
+
+
+class StreamPool:
+    """Request/response over reused streams, one request at a time per stream.
+
+    Opening a libp2p stream costs a multistream-select round trip (~4 ms in
+    py-libp2p 0.8.1, three times the request itself), and the Kademlia spec
+    lets a stream carry many requests, so finished streams are kept for the
+    next request to the same peer. A kept stream is used again only within
+    ``idle_seconds`` (below the server's idle timeout); a reused stream that
+    fails before answering is retried once on a fresh stream, since the
+    server may have closed it meanwhile. Cancellation or any error resets the
+    stream instead of returning it.
+    """
+
+    def __init__(
+        self,
+        open_stream: StreamOpener,
+        *,
+        max_frame: int,
+        idle_seconds: float = 10.0,
+        max_idle_per_peer: int = 4,
+        max_idle_total: int = 256,
+    ) -> None:
+        self._open = open_stream
+        self._max_frame = max_frame
+        self._idle_seconds = idle_seconds
+        self._max_idle_per_peer = max_idle_per_peer
+        self._max_idle_total = max_idle_total
+        self._idle: dict[tuple[bytes, str], list[_Pooled]] = {}
+        self._idle_count = 0
+
+    @property
+    def idle_streams(self) -> int:
+        return self._idle_count
+
+    def _take(self, peer_id: bytes, protocol: str) -> _Pooled | None:
+        entries = self._idle.get((peer_id, protocol))
+        now = trio.current_time()
+        while entries:
+            entry = entries.pop()
+            self._idle_count -= 1
+            if now - entry.last_used <= self._idle_seconds:
+                return entry
+        return None
+
+    async def _give_back(self, peer_id: bytes, protocol: str, entry: _Pooled) -> None:
+        entries = self._idle.setdefault((peer_id, protocol), [])
+        if len(entries) >= self._max_idle_per_peer or self._idle_count >= self._max_idle_total:
+            await close_quietly(entry.stream)
+            return
+        entry.last_used = trio.current_time()
+        entries.append(entry)
+        self._idle_count += 1
+
+    async def _round_trip(self, entry: _Pooled, payload: bytes) -> bytes:
+        try:
+            await entry.stream.write(encode_frame(payload, self._max_frame))
+            response = await entry.reader.read_frame()
+            if response is None:
+                raise RemoteProtocolError("refused", "stream ended without a response")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await reset_quietly(entry.stream)
+            raise
+        return response
+
+    async def request(
+        self, peer_id: bytes, addrs: Sequence[bytes], protocol: str, payload: bytes
+    ) -> bytes:
+        entry = self._take(peer_id, protocol)
+        if entry is not None:
+            try:
+                response = await self._round_trip(entry, payload)
+            except _RETRYABLE:
+                entry = None  # maybe closed by the server while idle: try a fresh one
+            else:
+                await self._give_back(peer_id, protocol, entry)
+                return response
+        stream = await self._open(peer_id, addrs, protocol)
+        entry = _Pooled(stream, FrameReader(stream, self._max_frame), trio.current_time())
+        response = await self._round_trip(entry, payload)
+        await self._give_back(peer_id, protocol, entry)
+        return response

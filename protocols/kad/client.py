@@ -11,7 +11,7 @@ import trio
 
 from protocols import ids
 from protocols.errors import RemoteProtocolError
-from protocols.framing import StreamOpener, exchange, send_one_way
+from protocols.framing import StreamOpener, StreamPool, send_one_way
 from protocols.kad.messages import (
     KadMessage,
     MessageType,
@@ -27,11 +27,16 @@ class KadClient:
         self._open = open_stream
         self._timeout = timeout
         self._max_frame = ids.KAD_LIMITS.max_frame
+        # Streams are reused well inside the server's idle timeout.
+        self.pool = StreamPool(
+            open_stream, max_frame=self._max_frame, idle_seconds=ids.KAD_LIMITS.idle_timeout / 3
+        )
 
     async def _request(self, peer: PeerInfo, request: KadMessage) -> KadMessage:
         with trio.fail_after(self._timeout):
-            stream = await self._open(peer.peer_id, peer.addrs, ids.KAD)
-            raw = await exchange(stream, encode_message(request), max_frame=self._max_frame)
+            raw = await self.pool.request(
+                peer.peer_id, peer.addrs, ids.KAD, encode_message(request)
+            )
         reply = decode_message(raw)
         if reply.type != request.type:
             detail = f"{reply.type.name} to {request.type.name}"

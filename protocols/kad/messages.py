@@ -15,6 +15,7 @@ import multiaddr
 from google.protobuf.message import DecodeError
 
 from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.framing import decode_uvarint
 from protocols.pb import dht_pb2
 
 MAX_KEY_BYTES = 1024
@@ -68,25 +69,17 @@ class KadMessage:
     provider_peers: tuple[PeerInfo, ...] = ()
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
-    value = 0
-    for i in range(9):
-        if pos + i >= len(data):
-            return None
-        byte = data[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos + i + 1
-    return None
-
-
 def is_valid_peer_id(raw: bytes) -> bool:
-    """True if ``raw`` is a multihash a libp2p PeerID can be (identity or sha2-256)."""
-    code = _read_varint(raw, 0)
-    if code is None:
+    """True if ``raw`` is a multihash a libp2p PeerID can be (identity or sha2-256).
+
+    Varints must be minimal, so each peer has exactly one accepted spelling.
+    """
+    try:
+        code = decode_uvarint(raw, 0)
+        length = decode_uvarint(raw, code[1]) if code is not None else None
+    except RemoteProtocolError:
         return False
-    length = _read_varint(raw, code[1])
-    if length is None:
+    if code is None or length is None:
         return False
     digest_len = len(raw) - length[1]
     if digest_len != length[0]:

@@ -2,7 +2,8 @@
 
 Caps apply to public addresses only: loopback, private, link-local, shared
 (CGNAT) and unspecified addresses are exempt, or a local testnet, where
-every node shares 127.0.0.1, could never form. Documentation ranges
+every node shares 127.0.0.1, could never form. Multicast and broadcast
+addresses are not a peer's address and are skipped. Documentation ranges
 (203.0.113.0/24, 2001:db8::/32) count as public so tests can use them.
 """
 

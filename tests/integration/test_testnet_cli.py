@@ -9,6 +9,7 @@ process bookkeeping with stand-in processes and start no node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,7 +32,9 @@ CLI_TIMEOUT = 180.0
 NODES = 6
 
 
-def zhtp(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def zhtp(
+    *args: str | Path | int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ZHTP, *map(str, args)],
         capture_output=True,
@@ -63,7 +66,7 @@ def _cmdline(pid: int) -> list[bytes]:
 
 def alive(pid: int) -> bool:
     """Running, not a zombie: a zombie's command line is empty."""
-    return bool(_cmdline(pid)[0:1] and _cmdline(pid)[0])
+    return _cmdline(pid)[:1] not in ([], [b""])
 
 
 def processes_under(root: Path) -> list[int]:
@@ -78,10 +81,8 @@ def processes_under(root: Path) -> list[int]:
 
 def kill_under(root: Path) -> None:
     for pid in processes_under(root):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
@@ -133,7 +134,7 @@ def write_state(dir: Path, nodes: list[tuple[int, Path]]) -> None:
 
 def test_up_rejects_bad_node_counts(tmp_path: Path) -> None:
     for count in (0, -1, testnet.MAX_NODES + 1):
-        with pytest.raises(TestnetError, match="1..64 nodes"):
+        with pytest.raises(TestnetError, match=r"1\.\.64 nodes"):
             testnet.up(tmp_path / "net", count, progress=False)
     with pytest.raises(TestnetError, match="min_peers"):
         testnet.up(tmp_path / "net", 3, min_peers=3, progress=False)

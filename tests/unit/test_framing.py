@@ -406,7 +406,6 @@ async def test_serve_broken_stream_resets_and_counts() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    raises=AssertionError,
     reason="BUG: serve_stream leaves the stream open (neither reset nor closed) when the "
     "handler or the response encoding raises anything but RemoteProtocolError or a "
     "transport error, e.g. LocalProtocolError for a response over max_frame; the spec "

@@ -169,10 +169,8 @@ def test_one_response_adds_at_most_k_closest() -> None:
     lookup = Lookup(target, [seed], k=5, alpha=ALPHA)
     lookup.next_requests(now=0.0)
     lookup.on_success(seed.peer_id, flood, now=0.1)
-    learned = [c for c in flood if lookup.state_of(c.peer_id) is not None]
-    assert ids(learned) == ids(by_distance(flood, target)[:5]) or set(ids(learned)) == set(
-        ids(by_distance(flood, target)[:5])
-    )
+    learned = {c.peer_id for c in flood if lookup.state_of(c.peer_id) is not None}
+    assert learned == set(ids(by_distance(flood, target)[:5]))
 
 
 def test_empty_and_invalid_starts() -> None:
@@ -213,10 +211,11 @@ class Network:
         default_factory=dict
     )
     late: set[bytes] = field(default_factory=set)
+    # Refuse the connection at once: the driver reports on_failure.
+    refusing: set[bytes] = field(default_factory=set)
     queried: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.by_id = {c.peer_id: c for c in self.contacts}
         self._ints = [(int.from_bytes(c.kad_id, "big"), c) for c in self.contacts]
 
     def true_closest(self, target: bytes, k: int) -> list[Contact]:
@@ -285,6 +284,8 @@ def drive(
             if contact.peer_id in net.dead:
                 continue
             delay = rng.uniform(0.01, 0.3)
+            if contact.peer_id in net.refusing:
+                delay = 0.001
             if contact.peer_id in net.late:
                 delay = TIMEOUT + 0.5
             heapq.heappush(events, (now + delay, seq, contact.peer_id))
@@ -293,14 +294,18 @@ def drive(
         assert lookup.num_in_flight <= alpha
         if lookup.finished:  # expiring the last request can finish it
             break
-        wakeups = [t for t in (events[0][0] if events else None, lookup.next_deadline()) if t]
+        next_event = events[0][0] if events else None
+        wakeups = [t for t in (next_event, lookup.next_deadline()) if t is not None]
         assert wakeups, "not finished, yet nothing to wait for"
         now = min(wakeups)
         while events and events[0][0] <= now:
             _, _, peer_id = heapq.heappop(events)
             if lookup.state_of(peer_id) is PeerState.FAILED:
                 stats.late_responses += 1
-            lookup.on_success(peer_id, net.answer(peer_id, lookup.target, k), now)
+            if peer_id in net.refusing:
+                lookup.on_failure(peer_id, now)
+            else:
+                lookup.on_success(peer_id, net.answer(peer_id, lookup.target, k), now)
     stats.elapsed = now
     return stats
 
@@ -321,7 +326,7 @@ def assert_live_closest_found(lookup: Lookup, net: Network, target: bytes) -> No
     never be mentioned. That is the network's knowledge, not the lookup's.
     """
     found = ids(lookup.closest_succeeded())
-    unreachable = net.dead | net.late
+    unreachable = net.dead | net.late | net.refusing
     live_closest = [c.peer_id for c in net.true_closest(target, K) if c.peer_id not in unreachable]
     assert len(found) == K
     assert set(live_closest) <= set(found)
@@ -359,10 +364,30 @@ def test_routing_table_network_finds_the_true_k_closest(n: int) -> None:
     assert max(hops) <= math.ceil(math.log2(n) / 2)
 
 
-def test_dead_peers_time_out_and_the_lookup_still_finishes() -> None:
+@pytest.mark.parametrize("n", [200, 1000])
+def test_hops_stay_logarithmic_from_a_far_seed(n: int) -> None:
+    # Small buckets make routing take several hops, as in a large network.
+    k, alpha = 4, 2
+    net = with_routing_tables(n, seed=n + 4, k=k)
+    rng = random.Random(n + 5)
+    worst = 0
+    for _ in range(10):
+        target = kad_id(rng.randbytes(16))
+        farthest = by_distance(net.contacts, target)[-1]
+        lookup = Lookup(target, [farthest], k=k, alpha=alpha, local_peer_id=LOCAL)
+        stats = drive(lookup, net, rng, k=k, alpha=alpha)
+        assert stats.max_in_flight <= alpha
+        assert ids(lookup.closest_succeeded()) == ids(net.true_closest(target, k))
+        worst = max(worst, *(lookup.hops_of(c.peer_id) or 0 for c in lookup.closest_succeeded()))
+    assert 2 < worst <= math.ceil(math.log2(n))
+
+
+def test_dead_and_refusing_peers_fail_and_the_lookup_still_finishes() -> None:
     net = full_knowledge(500, seed=20)
     rng = random.Random(21)
-    net.dead = {c.peer_id for c in rng.sample(net.contacts, 100)}
+    unreachable = rng.sample(net.contacts, 100)
+    net.dead = {c.peer_id for c in unreachable[:50]}
+    net.refusing = {c.peer_id for c in unreachable[50:]}
     for _ in range(3):
         target = kad_id(rng.randbytes(16))
         net.queried.clear()
@@ -370,9 +395,10 @@ def test_dead_peers_time_out_and_the_lookup_still_finishes() -> None:
         stats = drive(lookup, net, rng)
         assert_live_closest_found(lookup, net, target)
         dead_queried = [p for p in net.queried if p in net.dead]
-        assert dead_queried, "the scenario should exercise timeouts"
-        assert lookup.failures == len(dead_queried)
-        assert all(lookup.state_of(p) is PeerState.FAILED for p in dead_queried)
+        refused = [p for p in net.queried if p in net.refusing]
+        assert dead_queried and refused, "the scenario should exercise both kinds of failure"
+        assert lookup.failures == len(dead_queried) + len(refused)
+        assert all(lookup.state_of(p) is PeerState.FAILED for p in dead_queried + refused)
         assert stats.elapsed >= TIMEOUT
 
 

@@ -48,7 +48,7 @@ def check_invariants(table: RoutingTable) -> None:
         bucket = table.bucket(index)
         assert len(bucket) == size
         bucket_subnets: dict[str, int] = {}
-        seen = [table.last_seen(c.peer_id) for c in bucket]
+        seen = [table.last_seen(c.peer_id) or 0.0 for c in bucket]
         assert seen == sorted(seen), "least recently seen first"
         for contact in bucket:
             assert contact.peer_id in table
@@ -511,7 +511,7 @@ class RoutingTableMachine(RuleBasedStateMachine):
         assert [c.peer_id for c in found] == [c.peer_id for c in expected]
 
     @invariant()
-    def invariants(self) -> None:
+    def table_is_consistent(self) -> None:
         if hasattr(self, "table"):
             check_invariants(self.table)
             for index in self.table.stale_buckets(self.now, max_age=5.0):
