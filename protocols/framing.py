@@ -255,6 +255,16 @@ async def serve_stream(
     except TRANSPORT_ERRORS:
         counters.inc("stream_broken")
         await reset_quietly(stream)
+    except trio.Cancelled:
+        # We are shutting down: end the stream politely.
+        with trio.CancelScope(shield=True):
+            await close_quietly(stream)
+        raise
+    except BaseException:
+        # Our own bug: the peer gets a reset, the error goes on.
+        with trio.CancelScope(shield=True):
+            await reset_quietly(stream)
+        raise
     finally:
         if gate is not None:
             gate.leave(peer)
@@ -338,7 +348,21 @@ class StreamPool:
     def idle_streams(self) -> int:
         return self._idle_count
 
-    def _take(self, peer_id: bytes, protocol: str) -> _Pooled | None:
+    async def _sweep(self) -> None:
+        """Close every kept stream past its idle time, for all peers."""
+        now = trio.current_time()
+        for slot, entries in list(self._idle.items()):
+            fresh = [e for e in entries if now - e.last_used <= self._idle_seconds]
+            for expired in entries:
+                if expired not in fresh:
+                    await close_quietly(expired.stream)
+            self._idle_count -= len(entries) - len(fresh)
+            if fresh:
+                self._idle[slot] = fresh
+            else:
+                del self._idle[slot]
+
+    async def _take(self, peer_id: bytes, protocol: str) -> _Pooled | None:
         entries = self._idle.get((peer_id, protocol))
         now = trio.current_time()
         while entries:
@@ -346,9 +370,12 @@ class StreamPool:
             self._idle_count -= 1
             if now - entry.last_used <= self._idle_seconds:
                 return entry
+            await close_quietly(entry.stream)
         return None
 
     async def _give_back(self, peer_id: bytes, protocol: str, entry: _Pooled) -> None:
+        if self._idle_count >= self._max_idle_total:
+            await self._sweep()
         entries = self._idle.setdefault((peer_id, protocol), [])
         if len(entries) >= self._max_idle_per_peer or self._idle_count >= self._max_idle_total:
             await close_quietly(entry.stream)
@@ -372,7 +399,7 @@ class StreamPool:
     async def request(
         self, peer_id: bytes, addrs: Sequence[bytes], protocol: str, payload: bytes
     ) -> bytes:
-        entry = self._take(peer_id, protocol)
+        entry = await self._take(peer_id, protocol)
         if entry is not None:
             try:
                 response = await self._round_trip(entry, payload)

@@ -92,11 +92,13 @@ def is_valid_peer_id(raw: bytes) -> bool:
 def _valid_addr(raw: bytes) -> bool:
     if not raw or len(raw) > MAX_ADDR_BYTES:
         return False
+    # multiaddr 0.2.0 keeps bytes unparsed until printed, and prints some
+    # truncated input anyway; only bytes that survive a round trip are valid.
     try:
-        multiaddr.Multiaddr(raw)
+        text = str(multiaddr.Multiaddr(raw))
+        return bytes(multiaddr.Multiaddr(text).to_bytes()) == raw
     except Exception:  # the multiaddr package raises many unrelated types on junk
         return False
-    return True
 
 
 def _peer_from_pb(pb: dht_pb2.Message.Peer) -> PeerInfo:
@@ -152,8 +154,18 @@ def _peer_to_pb(peer: PeerInfo, out: dht_pb2.Message.Peer) -> None:
 
 
 def encode_message(message: KadMessage) -> bytes:
-    if len(message.closer_peers) > MAX_PEERS_PER_LIST:
-        raise LocalProtocolError("too_many_peers", str(len(message.closer_peers)))
+    """Encode, refusing anything our own decoder would reject from a peer."""
+    for label, peers in (
+        ("closerPeers", message.closer_peers),
+        ("providerPeers", message.provider_peers),
+    ):
+        if len(peers) > MAX_PEERS_PER_LIST:
+            raise LocalProtocolError("too_many_peers", f"{label}: {len(peers)}")
+        if any(len(p.addrs) > MAX_ADDRS_PER_PEER for p in peers):
+            raise LocalProtocolError("too_many_addrs", label)
+    keys = [message.key] + ([message.record.key] if message.record is not None else [])
+    if any(len(k) > MAX_KEY_BYTES for k in keys):
+        raise LocalProtocolError("key_too_long")
     pb = dht_pb2.Message(type=int(message.type), key=message.key)  # type: ignore[arg-type]
     if message.record is not None:
         pb.record.key = message.record.key
