@@ -96,8 +96,8 @@ def _report(result: dict[str, Any]) -> str:
     if result["kept"]:
         lines += [
             f"  testnet kept in   {result['dir']}",
-            f"  try:  zhtp --data-dir {result['dir']}/node-2 dht get {result['key']}",
-            f"  stop: zhtp testnet down --dir {result['dir']}",
+            f"  try:  zhtp --data-dir {result['dir']}/node-0 dht get {result['key']} -o copy.bin",
+            f"  stop: zhtp testnet down --dir {result['dir']} && rm -r {result['dir']}",
         ]
     else:
         lines.append(f"  testnet down      {t['down']:.1f} s")

@@ -422,6 +422,36 @@ async def test_serve_local_error_propagates_and_resets() -> None:
     assert stream.was_reset
 
 
+async def test_serve_handler_bug_propagates_and_resets() -> None:
+    # Our own bug is not swallowed or counted as the peer's fault, but the
+    # peer still gets a reset rather than a stream left hanging.
+    async def buggy(peer: bytes, request: bytes) -> bytes:
+        raise KeyError("bug")
+
+    gate = StreamGate(1)
+    stream = loaded_stream(encode_frame(b"req:x", 64))
+    counters = Counters()
+    with pytest.raises(KeyError):
+        await serve(stream, PEER_A, buggy, counters, gate)()
+    assert stream.was_reset
+    assert counters.snapshot() == {}
+    assert gate.open_streams(PEER_A) == 0
+
+
+async def test_serve_cancelled_ends_the_stream_and_releases_the_gate() -> None:
+    _client, server = memory_stream_pair()
+    gate = StreamGate(1)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve(server, PEER_A, EchoHandler(), Counters(), gate))
+            await trio.testing.wait_all_tasks_blocked()
+            assert gate.open_streams(PEER_A) == 1
+            scope.cancel()
+    # Shutting down may close or reset, but must not leave the stream open.
+    assert server.closed or server.was_reset
+    assert gate.open_streams(PEER_A) == 0
+
+
 async def test_serve_idle_timeout_between_frames_closes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

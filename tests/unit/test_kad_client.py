@@ -102,6 +102,7 @@ class Server:
 
 
 def assert_no_resets(net: KadNetwork) -> None:
+    """No stream so far was reset by either side (call it while the servers still run)."""
     for client, server in net.streams:
         assert not client.was_reset
         assert not server.was_reset
@@ -115,7 +116,9 @@ async def test_find_node() -> None:
     async with network(server.handlers.handle) as net:
         client = KadClient(net.open)
         closer = await client.find_node(SERVER, KEY)
+        await trio.testing.wait_all_tasks_blocked()
         assert client.pool.idle_streams == 1
+        assert_no_resets(net)  # before the test's end cancels the servers
     expected = server.handlers.find_node(CLIENT_ID, KadMessage(MessageType.FIND_NODE, KEY))
     assert closer == expected.closer_peers
     assert len(closer) == 20
@@ -123,7 +126,6 @@ async def test_find_node() -> None:
     assert net.opened == [(SERVER.peer_id, SERVER.addrs, ids.KAD)]
     assert server.requests == [CLIENT_ID]
     assert net.counters.snapshot() == {"served": 1}
-    assert_no_resets(net)
 
 
 async def test_put_then_get_value() -> None:
@@ -135,12 +137,13 @@ async def test_put_then_get_value() -> None:
         assert len(closer) == 20
         await client.put_value(SERVER, KEY, b"the value")
         value, closer = await client.get_value(SERVER, KEY)
+        await trio.testing.wait_all_tasks_blocked()
+        assert_no_resets(net)
     assert value == b"the value"
     assert server.records.puts == [(KEY, b"the value", CLIENT_ID)]
     assert net.counters.snapshot() == {"served": 3}
     # All three requests shared one pooled stream.
     assert len(net.opened) == 1
-    assert_no_resets(net)
 
 
 async def test_add_provider_then_get_providers() -> None:
@@ -150,6 +153,8 @@ async def test_add_provider_then_get_providers() -> None:
         await client.add_provider(SERVER, KEY, REQUESTER)
         await trio.testing.wait_all_tasks_blocked()
         providers, closer = await client.get_providers(SERVER, KEY)
+        await trio.testing.wait_all_tasks_blocked()
+        assert_no_resets(net)
     assert providers == (REQUESTER,)
     assert len(closer) == 20
     assert server.providers.entries == {KEY: [REQUESTER]}
@@ -158,7 +163,6 @@ async def test_add_provider_then_get_providers() -> None:
     add_client, add_server = net.streams[0]
     assert add_server.written == b""
     assert add_client.closed and add_server.closed
-    assert_no_resets(net)
 
 
 async def test_add_provider_for_someone_else_is_refused_by_the_server() -> None:

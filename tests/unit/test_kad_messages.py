@@ -141,13 +141,10 @@ def reason_of(data: bytes) -> str:
 @CHECK
 @given(messages)
 def test_round_trip(message: KadMessage) -> None:
-    assert decode_message(encode_message(message)) == message
-
-
-@CHECK
-@given(messages)
-def test_encoding_is_deterministic(message: KadMessage) -> None:
-    assert encode_message(message) == encode_message(decode_message(encode_message(message)))
+    encoded = encode_message(message)
+    decoded = decode_message(encoded)
+    assert decoded == message
+    assert encode_message(decoded) == encoded  # one encoding per message
 
 
 @CHECK
@@ -413,7 +410,7 @@ JUNK_ADDRS = {
 }
 
 
-def test_invalid_addrs_are_not_fatal() -> None:
+def test_invalid_addrs_are_dropped_not_fatal() -> None:
     pb = kademlia_pb2.Message(type=kademlia_pb2.Message.FIND_NODE, key=b"k")
     pb.closerPeers.add(
         id=SHA256_PEER,
@@ -421,12 +418,10 @@ def test_invalid_addrs_are_not_fatal() -> None:
     )
     pb.closerPeers.add(id=ED25519_PEER, addrs=[b"junk"])
     decoded = decode_message(libp2p_bytes(pb))
-    assert [p.peer_id for p in decoded.closer_peers] == [SHA256_PEER, ED25519_PEER]
-    kept = decoded.closer_peers[0].addrs
-    # Valid addresses survive in order; empty and oversized ones are dropped.
-    assert [a for a in kept if a in (ADDR, ADDR2)] == [ADDR, ADDR2]
-    assert b"" not in kept
-    assert all(len(a) <= MAX_ADDR_BYTES for a in kept)
+    assert decoded.closer_peers == (
+        PeerInfo(SHA256_PEER, (ADDR, ADDR2)),
+        PeerInfo(ED25519_PEER, ()),
+    )
 
 
 @pytest.mark.parametrize("junk", list(JUNK_ADDRS.values()), ids=list(JUNK_ADDRS))
