@@ -27,6 +27,12 @@ only; where ``/proc`` is missing no process is considered ours). ``down`` keeps
 no-op and ``status`` still lists the nodes; ``up`` may reuse the directory
 (keeping each node's identity) once none of its processes runs.
 
+``testnet.json`` holds ``{"nodes": [{"name", "peer_id", "multiaddrs",
+"data_dir", "api_port", "pid"}, ...], "created": <ISO time>}`` plus
+``"startup_seconds"`` once up, ``"starting": true`` while ``up`` runs and
+``"stopped": true`` after ``down`` (or a failed ``up``). Each node's
+``node.log`` holds the output of its latest run.
+
 Talking to nodes goes through :class:`node.api.client.ApiClient`; this module
 imports no libp2p.
 """
@@ -85,17 +91,17 @@ class TestnetError(Exception):
 
 
 def _owns(pid: int, data_dir: Path) -> bool:
-    """True if ``pid`` is a live process whose command line names ``data_dir``.
+    """True if ``pid`` is a live ``... --data-dir <data_dir> run`` process.
 
     A zombie has an empty command line and so counts as gone.
     """
     if pid <= 0:
         return False
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return str(data_dir).encode() in raw.split(b"\0")
+    return str(data_dir).encode() in args and b"run" in args
 
 
 def _signal(pid: int, data_dir: Path, sig: signal.Signals) -> bool:
@@ -245,7 +251,7 @@ class _Node:
 
 
 class _Progress:
-    """A rich progress display of nodes started and tables filled, or nothing."""
+    """A rich progress display (on a terminal) of nodes answering and tables filled."""
 
     def __init__(self, enabled: bool, nodes: int, min_peers: int) -> None:
         self._progress: Any = None
@@ -260,12 +266,15 @@ class _Progress:
             TimeElapsedColumn,
         )
 
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return  # a log file or CI gets no redraw noise
         self._progress = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=True,
         )
         self._started = self._progress.add_task("nodes answering", total=nodes)
@@ -471,8 +480,9 @@ def up(
                 _wait(deadline, laggard, f"to reach {wanted} peers (has {laggard.peers})")
         return save(startup_seconds=round(time.monotonic() - started, 2))
     except BaseException:
-        _stop_pids([(m.process.pid, m.data_dir) for m in members if m.process is not None])
-        if _state_path(dir).exists():
+        spawned = [(m.process.pid, m.data_dir) for m in members if m.process is not None]
+        if spawned:
+            _stop_pids(spawned)
             save(stopped=True)
         raise
     finally:

@@ -149,11 +149,14 @@ def test_status_and_down_without_a_testnet_are_one_line_errors(tmp_path: Path) -
 
 
 def test_down_never_signals_a_reused_pid(tmp_path: Path, stand_in: Any) -> None:
-    # The pid in testnet.json now belongs to a process that is not that node.
-    stranger = stand_in("unrelated")
-    write_state(tmp_path, [(stranger.pid, tmp_path / "node-0")])
+    # The pids in testnet.json now belong to other programs: one unrelated, one
+    # a CLI command naming the same data dir (not the node itself).
+    stranger = stand_in("unrelated", "run")
+    client = stand_in("--data-dir", str(tmp_path / "node-1"), "peers")
+    write_state(tmp_path, [(stranger.pid, tmp_path / "node-0"), (client.pid, tmp_path / "node-1")])
     assert testnet.down(tmp_path) == []
     assert stranger.poll() is None
+    assert client.poll() is None
     assert json.loads((tmp_path / STATE_FILE).read_text())["stopped"] is True
 
 
@@ -161,9 +164,9 @@ def test_down_stops_listed_processes_and_kills_stubborn_ones(
     tmp_path: Path, stand_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(testnet, "STOP_GRACE", 0.5)
-    polite = stand_in("--data-dir", str(tmp_path / "node-0"))
-    stubborn = stand_in("--data-dir", str(tmp_path / "node-1"), ignore_term=True)
-    bystander = stand_in("--data-dir", str(tmp_path / "elsewhere"))
+    polite = stand_in("--data-dir", str(tmp_path / "node-0"), "run")
+    stubborn = stand_in("--data-dir", str(tmp_path / "node-1"), "run", ignore_term=True)
+    bystander = stand_in("--data-dir", str(tmp_path / "elsewhere"), "run")
     write_state(tmp_path, [(polite.pid, tmp_path / "node-0"), (stubborn.pid, tmp_path / "node-1")])
     assert sorted(testnet.down(tmp_path)) == sorted([polite.pid, stubborn.pid])
     assert polite.wait(timeout=5) == -signal.SIGTERM
@@ -173,7 +176,7 @@ def test_down_stops_listed_processes_and_kills_stubborn_ones(
 
 
 def test_up_refuses_while_a_listed_node_runs(tmp_path: Path, stand_in: Any) -> None:
-    node = stand_in("--data-dir", str(tmp_path / "node-0"))
+    node = stand_in("--data-dir", str(tmp_path / "node-0"), "run")
     write_state(tmp_path, [(node.pid, tmp_path / "node-0")])
     with pytest.raises(TestnetError, match="already running"):
         testnet.up(tmp_path, 2, progress=False)
@@ -284,7 +287,7 @@ def test_testnet_status_json(net: Net) -> None:
 @pytest.mark.slow
 def test_testnet_down_stops_exactly_its_pids(net: Net, stand_in: Any) -> None:
     # Runs last in this module: it ends the shared testnet.
-    bystander = stand_in("--data-dir", str(net.dir / "not-a-node"))
+    bystander = stand_in("--data-dir", str(net.dir / "not-a-node"), "run")
     stopped = ok_json(zhtp("testnet", "down", "--dir", net.dir, "--json"))["stopped"]
     assert sorted(stopped) == sorted(net.pids)
     assert wait_until(lambda: not any(alive(pid) for pid in net.pids))
