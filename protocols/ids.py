@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 PING = "/zhtp/ping/1.0.0"
 KAD = "/zhtp/kad/1.0.0"
+STORE = "/zhtp/store/1.0.0"
 
 # Served by py-libp2p itself so stock libp2p tools work against a node.
 IPFS_PING = "/ipfs/ping/1.0.0"
@@ -25,3 +26,7 @@ PING_LIMITS = WireLimits(max_frame=4 * 1024, idle_timeout=10.0, max_streams_per_
 # A Kademlia frame must carry the largest record plus its envelope and up to
 # k closer peers with their addresses; 1 MiB records are the default maximum.
 KAD_LIMITS = WireLimits(max_frame=2 * 1024 * 1024, idle_timeout=30.0, max_streams_per_peer=32)
+# Shards travel in chunks of at most 256 KiB; the frame cap leaves room for
+# the envelope. Transfers are flow-controlled by acknowledgements, so an idle
+# stream is a dead peer, not a slow disk.
+STORE_LIMITS = WireLimits(max_frame=256 * 1024 + 1024, idle_timeout=30.0, max_streams_per_peer=16)
