@@ -81,9 +81,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.listen:
         overrides["listen_addrs"] = tuple(args.listen)
     config = load_config(data_dir, **overrides)
-    from node.daemon import run_daemon  # imports libp2p: only here
+    from node.daemon import DaemonStartError, run_daemon  # imports libp2p: only here
 
-    run_daemon(config, json_output=args.json)
+    try:
+        run_daemon(config, json_output=args.json)
+    except DaemonStartError as error:
+        raise CliError(str(error)) from None
 
 
 # -- commands against a running node -------------------------------------------

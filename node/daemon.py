@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -11,7 +12,7 @@ import trio
 
 from node.api.server import serve_api
 from node.config import NodeConfig
-from node.service import NodeService
+from node.service import ListenError, NodeService
 
 
 def _configure_logging(level: str) -> None:
@@ -24,6 +25,9 @@ def _configure_logging(level: str) -> None:
     if level != "debug":
         logging.getLogger("libp2p").setLevel(logging.ERROR)
         logging.getLogger("zhtp.api").setLevel(logging.WARNING)
+        # A failed bind is reported by NodeService as one clear ListenError;
+        # the transport's own log line would only repeat it.
+        logging.getLogger("libp2p.transport.tcp.tcp").setLevel(logging.CRITICAL)
 
 
 def _banner(node: NodeService) -> tuple[dict[str, object], str]:
@@ -70,6 +74,47 @@ async def _main(config: NodeConfig, json_output: bool) -> None:
                 break
 
 
+class DaemonStartError(Exception):
+    """The node could not start for a reason its operator can fix (one line)."""
+
+
+def _address_in_use(error: BaseException) -> OSError | None:
+    # The listeners start inside nurseries, so a bind failure arrives wrapped
+    # in (possibly nested) exception groups.
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _address_in_use(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _find(error: BaseException, kind: type[Exception]) -> Exception | None:
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
 def run_daemon(config: NodeConfig, *, json_output: bool = False) -> None:
     _configure_logging(config.log_level)
-    trio.run(_main, config, json_output)
+    try:
+        trio.run(_main, config, json_output)
+    except BaseException as error:
+        listen_error = _find(error, ListenError)
+        if listen_error is not None:
+            raise DaemonStartError(str(listen_error)) from None
+        in_use = _address_in_use(error)
+        if in_use is None:
+            raise
+        raise DaemonStartError(
+            f"cannot listen: address already in use ({in_use.strerror or in_use}); "
+            f"is another node running? (API port {config.api_port}, "
+            f"listen {', '.join(config.listen_addrs)})"
+        ) from None

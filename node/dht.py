@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Seconds between the self-lookups that follow joining (see _refresh_loop).
+JOIN_FOLLOW_UP_DELAYS = (2.0, 5.0, 15.0, 40.0)
 # Buckets deeper than this are not refreshed: finding a key for bucket i
 # costs ~2**(i+1) hashes, and a network would need ~2**16 nodes to fill it.
 MAX_REFRESH_PREFIX = 16
@@ -285,9 +287,7 @@ class Dht:
             local_peer_id=self.local_peer_id,
         )
 
-    async def _run(
-        self, key: bytes, ask: Callable[[Contact], Awaitable[list[Contact]]]
-    ) -> Lookup:
+    async def _run(self, key: bytes, ask: Callable[[Contact], Awaitable[list[Contact]]]) -> Lookup:
         async def guarded(contact: Contact) -> list[Contact]:
             try:
                 return await ask(contact)
@@ -494,6 +494,13 @@ class Dht:
         return len(stale)
 
     async def _refresh_loop(self) -> None:
+        # Peers that joined at about the same time as us were not yet in
+        # anyone's table when we looked ourselves up; a few early self-lookups
+        # find them in seconds instead of one full refresh interval later.
+        for delay in JOIN_FOLLOW_UP_DELAYS:
+            await trio.sleep(delay)
+            if len(self.table):
+                await self.lookup(self.local_peer_id)
         while True:
             await trio.sleep(self.config.bucket_refresh_interval)
             if len(self.table) == 0 and self._bootstrap_peers:

@@ -32,7 +32,13 @@ from node.host import build_host, load_or_create_key, peer_id_of, set_handler, s
 from node.records.book import RecordBook
 from node.records.names import NAME_PREFIX, NameValidator
 from node.records.store import RecordStore
-from node.records.validators import BLOB_PREFIX, BlobValidator, NamespacedValidator
+from node.records.validators import (
+    BLOB_PREFIX,
+    MANIFEST_PREFIX,
+    BlobValidator,
+    ManifestValidator,
+    NamespacedValidator,
+)
 from protocols import ids
 from protocols.framing import Counters, StreamGate, serve_stream
 from protocols.kad.messages import decode_message, encode_message
@@ -83,6 +89,10 @@ def expand_unspecified(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multi
     return out
 
 
+class ListenError(Exception):
+    """None of the configured listen addresses could be bound."""
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     configured: int
@@ -105,6 +115,7 @@ class NodeService:
         validator = NamespacedValidator(
             {
                 BLOB_PREFIX: BlobValidator(config.max_record_size),
+                MANIFEST_PREFIX: ManifestValidator(config.max_record_size),
                 NAME_PREFIX: NameValidator(),
             }
         )
@@ -222,6 +233,14 @@ class NodeService:
         port_file = self.config.data_dir / API_PORT_FILE
         try:
             async with self.host.run(listen), trio.open_nursery() as nursery:
+                if not self.host.get_addrs():
+                    # py-libp2p logs a failed bind and carries on without a
+                    # listener; a node nobody can dial must not pretend to run.
+                    raise ListenError(
+                        "could not listen on "
+                        + ", ".join(self.config.listen_addrs)
+                        + " (address in use or not available)"
+                    )
                 set_handler(self.host, ids.KAD, self._serve_kad)
                 set_handler(self.host, ids.PING, self._serve_ping)
                 await nursery.start(self.dht.run)

@@ -23,8 +23,11 @@ import blake3
 __all__ = [
     "BLOB_DIGEST_SIZE",
     "BLOB_PREFIX",
+    "MANIFEST_PREFIX",
     "MAX_KEY_SIZE",
     "BlobValidator",
+    "ContentAddressedValidator",
+    "ManifestValidator",
     "NamespacedValidator",
     "RecordInvalid",
     "Validator",
@@ -39,6 +42,7 @@ __all__ = [
 MAX_KEY_SIZE = 512
 
 BLOB_PREFIX = b"/zhtp/blob/"
+MANIFEST_PREFIX = b"/zhtp/manifest/"
 BLOB_DIGEST_SIZE = 32
 
 # Printable form of keys that are neither blob keys nor printable text, so
@@ -82,24 +86,26 @@ def blob_key(value: bytes) -> bytes:
     return BLOB_PREFIX + blake3.blake3(value).digest()
 
 
-class BlobValidator:
-    """`/zhtp/blob/<blake3>`: immutable, content-addressed records."""
+class ContentAddressedValidator:
+    """``<prefix><blake3>``: immutable records whose key is the hash of their value."""
 
-    def __init__(self, max_value_size: int = 1 << 20) -> None:
+    def __init__(self, prefix: bytes, max_value_size: int = 1 << 20) -> None:
         if max_value_size <= 0:
             raise ValueError("max_value_size must be positive")
+        self.prefix = prefix
         self.max_value_size = max_value_size
+        self._kind = prefix.strip(b"/").rsplit(b"/", 1)[-1].decode("ascii")
 
     def validate(self, key: bytes, value: bytes, now_ms: int) -> None:
-        if not key.startswith(BLOB_PREFIX):
-            raise RecordInvalid("not a blob key")
-        if len(key) != len(BLOB_PREFIX) + BLOB_DIGEST_SIZE:
-            raise RecordInvalid("blob key digest is not 32 bytes")
+        if not key.startswith(self.prefix):
+            raise RecordInvalid(f"not a {self._kind} key")
+        if len(key) != len(self.prefix) + BLOB_DIGEST_SIZE:
+            raise RecordInvalid(f"{self._kind} key digest is not 32 bytes")
         # Size before hashing: never spend CPU on a value we would refuse anyway.
         if len(value) > self.max_value_size:
-            raise RecordInvalid("blob value too large")
-        if blake3.blake3(value).digest() != key[len(BLOB_PREFIX) :]:
-            raise RecordInvalid("blob value does not hash to its key")
+            raise RecordInvalid(f"{self._kind} value too large")
+        if blake3.blake3(value).digest() != key[len(self.prefix) :]:
+            raise RecordInvalid(f"{self._kind} value does not hash to its key")
 
     def select(self, key: bytes, values: Sequence[bytes]) -> int:
         if not values:
@@ -109,6 +115,24 @@ class BlobValidator:
 
     def expires_at_ms(self, key: bytes, value: bytes) -> int | None:
         return None
+
+
+class BlobValidator(ContentAddressedValidator):
+    """`/zhtp/blob/<blake3>`: opaque content-addressed values."""
+
+    def __init__(self, max_value_size: int = 1 << 20) -> None:
+        super().__init__(BLOB_PREFIX, max_value_size)
+
+
+class ManifestValidator(ContentAddressedValidator):
+    """`/zhtp/manifest/<blake3>`: a file's manifest; its digest is the content ID.
+
+    Only the hash is checked here: any node may hold and serve a manifest
+    without being able to decode it, and readers decode and validate it fully.
+    """
+
+    def __init__(self, max_value_size: int = 1 << 20) -> None:
+        super().__init__(MANIFEST_PREFIX, max_value_size)
 
 
 class NamespacedValidator:
@@ -179,11 +203,12 @@ def format_key(key: bytes) -> str:
     - a key that is printable UTF-8 starting with ``/`` (name keys): the text itself
     - anything else (e.g. a malformed key received from a peer): ``hex:<hex>``
     """
-    if key.startswith(BLOB_PREFIX):
-        digest = key[len(BLOB_PREFIX) :]
-        if len(digest) == BLOB_DIGEST_SIZE:
-            return BLOB_PREFIX.decode("ascii") + digest.hex()
-        return _HEX_FORM + key.hex()
+    for prefix in (BLOB_PREFIX, MANIFEST_PREFIX):
+        if key.startswith(prefix):
+            digest = key[len(prefix) :]
+            if len(digest) == BLOB_DIGEST_SIZE:
+                return prefix.decode("ascii") + digest.hex()
+            return _HEX_FORM + key.hex()
     if _is_text_key(key):
         return key.decode("utf-8")
     return _HEX_FORM + key.hex()
@@ -196,14 +221,16 @@ def parse_key(text: str) -> bytes:
     """
     if not text:
         raise ValueError("empty key")
-    blob_text_prefix = BLOB_PREFIX.decode("ascii")
-    if text.startswith(blob_text_prefix):
-        digest = text[len(blob_text_prefix) :]
-        if not _HEX64.fullmatch(digest):
-            raise ValueError(
-                f"blob key must be {blob_text_prefix} followed by 64 hex digits: {text!r}"
-            )
-        return BLOB_PREFIX + bytes.fromhex(digest)
+    for prefix in (BLOB_PREFIX, MANIFEST_PREFIX):
+        text_prefix = prefix.decode("ascii")
+        if text.startswith(text_prefix):
+            digest = text[len(text_prefix) :]
+            if not _HEX64.fullmatch(digest):
+                raise ValueError(
+                    f"{text_prefix[:-1]} key must be {text_prefix} followed by 64 hex digits: "
+                    f"{text!r}"
+                )
+            return prefix + bytes.fromhex(digest)
     if _HEX64.fullmatch(text):
         return BLOB_PREFIX + bytes.fromhex(text)
     if text.startswith(_HEX_FORM):

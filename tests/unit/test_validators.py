@@ -23,8 +23,10 @@ from node.records.names import (
 )
 from node.records.validators import (
     BLOB_PREFIX,
+    MANIFEST_PREFIX,
     MAX_KEY_SIZE,
     BlobValidator,
+    ManifestValidator,
     NamespacedValidator,
     RecordInvalid,
     blob_key,
@@ -461,3 +463,37 @@ def test_text_key_round_trip(text: str) -> None:
 def test_parse_key_rejects_junk(junk: str) -> None:
     with pytest.raises(ValueError):
         parse_key(junk)
+
+
+# -- /zhtp/manifest/ -------------------------------------------------------------
+
+
+def test_manifest_record_must_hash_to_its_key() -> None:
+    validator = ManifestValidator()
+    value = b"\x08\x01manifest bytes"
+    key = MANIFEST_PREFIX + blake3.blake3(value).digest()
+    validator.validate(key, value, 0)
+    with pytest.raises(RecordInvalid, match="manifest value does not hash to its key"):
+        validator.validate(key, value + b"!", 0)
+
+
+def test_manifest_validator_refuses_a_blob_key() -> None:
+    value = b"x"
+    with pytest.raises(RecordInvalid, match="not a manifest key"):
+        ManifestValidator().validate(blob_key(value), value, 0)
+
+
+def test_manifest_validator_refuses_oversized_values_before_hashing() -> None:
+    value = bytes(11)
+    key = MANIFEST_PREFIX + blake3.blake3(value).digest()
+    with pytest.raises(RecordInvalid, match="manifest value too large"):
+        ManifestValidator(max_value_size=10).validate(key, value, 0)
+
+
+def test_manifest_keys_print_and_parse_as_hex() -> None:
+    key = MANIFEST_PREFIX + bytes(range(32))
+    text = format_key(key)
+    assert text == "/zhtp/manifest/" + bytes(range(32)).hex()
+    assert parse_key(text) == key
+    with pytest.raises(ValueError, match="64 hex digits"):
+        parse_key("/zhtp/manifest/abc")
