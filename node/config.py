@@ -16,12 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.tiers import (
+    DEFAULT_TIER_POLICIES,
+    TIER_NAMES,
+    TierPolicy,
+    TierPolicyError,
+    policies_from_toml,
+    policies_to_toml,
+)
+
 CONFIG_FILE = "config.toml"
 DEFAULT_DATA_DIR = Path.home() / ".zhtp"
 DATA_DIR_ENV = "ZHTP_PATH"
 
 MIN_REPLICATION = 3
 MAX_REPLICATION = 12
+MIN_SEGMENT_SIZE = 64 << 10
+MAX_SEGMENT_SIZE = 64 << 20
 
 
 class ConfigError(Exception):
@@ -54,6 +65,11 @@ class NodeConfig:
     # Storage this node offers (advertised in Pong; enforced by the store).
     max_storage_bytes: int = 10 << 30
     tiers: tuple[str, ...] = ("hot", "warm", "cold", "archive")
+    # Files: segment size for new puts, the tier used when none is named,
+    # and how each tier stores a file (see node/tiers.py).
+    segment_size: int = 1 << 20
+    default_tier: str = "warm"
+    tier_policy: tuple[TierPolicy, ...] = DEFAULT_TIER_POLICIES
     # Connections
     dial_timeout: float = 5.0
     log_level: str = "info"
@@ -65,14 +81,36 @@ class NodeConfig:
             )
         if self.k < 1 or self.alpha < 1:
             raise ConfigError("k and alpha must be at least 1")
-        for name in ("request_timeout", "republish_interval", "expiry_check_interval",
-                     "bucket_refresh_interval", "provider_ttl", "dial_timeout"):
+        for name in (
+            "request_timeout",
+            "republish_interval",
+            "expiry_check_interval",
+            "bucket_refresh_interval",
+            "provider_ttl",
+            "dial_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.api_host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError("api_host must be a loopback address: the API has no authentication")
         if not self.listen_addrs:
             raise ConfigError("listen_addrs must not be empty")
+        if not MIN_SEGMENT_SIZE <= self.segment_size <= MAX_SEGMENT_SIZE:
+            raise ConfigError(f"segment_size must be {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes")
+        unknown_tiers = sorted(set(self.tiers) - set(TIER_NAMES))
+        if unknown_tiers:
+            raise ConfigError(f"tiers: unknown tier {', '.join(unknown_tiers)}")
+        names = [p.name for p in self.tier_policy]
+        if sorted(names) != sorted(TIER_NAMES):
+            raise ConfigError(f"tier_policy must define each of {', '.join(TIER_NAMES)} once")
+        if self.default_tier not in TIER_NAMES:
+            raise ConfigError(f"default_tier must be one of {', '.join(TIER_NAMES)}")
+
+    def policy(self, tier: str) -> TierPolicy:
+        for p in self.tier_policy:
+            if p.name == tier:
+                return p
+        raise ConfigError(f"unknown tier {tier!r} (known: {', '.join(TIER_NAMES)})")
 
     @property
     def config_path(self) -> Path:
@@ -82,7 +120,8 @@ class NodeConfig:
         return dataclasses.replace(self, **changes)
 
 
-_FILE_KEYS = {f.name for f in dataclasses.fields(NodeConfig)} - {"data_dir"}
+_FILE_KEYS = {f.name for f in dataclasses.fields(NodeConfig)} - {"data_dir", "tier_policy"}
+_TABLE_KEYS = {"tier_policy"}
 
 
 def resolve_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:
@@ -126,14 +165,23 @@ def load_config(data_dir: Path, **overrides: Any) -> NodeConfig:
             raw = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path}: {error}") from error
-        unknown = sorted(set(raw) - _FILE_KEYS)
+        unknown = sorted(set(raw) - _FILE_KEYS - _TABLE_KEYS)
         if unknown:
             raise ConfigError(f"{path}: unknown setting {', '.join(unknown)}")
-        values = {name: _coerce(name, value) for name, value in raw.items()}
+        values = {
+            name: _coerce(name, value) for name, value in raw.items() if name not in _TABLE_KEYS
+        }
+        if "tier_policy" in raw:
+            try:
+                values["tier_policy"] = policies_from_toml(
+                    raw["tier_policy"], DEFAULT_TIER_POLICIES
+                )
+            except TierPolicyError as error:
+                raise ConfigError(f"{path}: {error}") from error
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return NodeConfig(data_dir=data_dir, **values)
-    except TypeError as error:
+    except (TypeError, TierPolicyError) as error:
         raise ConfigError(str(error)) from error
 
 
@@ -155,6 +203,7 @@ def write_config(config: NodeConfig) -> Path:
     for f in dataclasses.fields(NodeConfig):
         if f.name in _FILE_KEYS:
             lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}\n")
+    lines.append(policies_to_toml(config.tier_policy))
     path = config.config_path
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(lines))
