@@ -1,0 +1,1 @@
+"""Files on the network: placing shards on holders, and finding and fetching them back."""
