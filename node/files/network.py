@@ -1,0 +1,46 @@
+"""What putting and getting files needs from the node, as one small interface.
+
+`node/files` decides what to store where and what to fetch from whom; the
+node service implements this interface with its DHT, its store protocol
+client and its own shard store. Tests can implement it with real nodes or
+with a scripted network.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from protocols.kad.messages import PeerInfo
+
+
+class ShardTransferError(Exception):
+    """A shard could not be stored on, or fetched from, one peer (the reason says why)."""
+
+
+class FileNetwork(Protocol):
+    @property
+    def local_peer_id(self) -> bytes: ...
+
+    async def holder_candidates(self, address: bytes) -> list[PeerInfo]:
+        """Live nodes closest to ``address`` (this node included), closest first."""
+        ...
+
+    async def store_shard(self, peer: PeerInfo, address: bytes, data: bytes) -> None:
+        """Store one shard on ``peer``; raises ShardTransferError when it did not take it."""
+        ...
+
+    async def shard_holders(self, address: bytes) -> list[PeerInfo]:
+        """Nodes that may hold ``address``: announced providers, then the closest nodes."""
+        ...
+
+    async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
+        """The bytes ``peer`` serves for ``address`` (unverified); ShardTransferError on failure."""
+        ...
+
+    async def publish_record(self, key: bytes, value: bytes) -> int:
+        """Put a DHT record; returns how many nodes accepted it."""
+        ...
+
+    async def find_record(self, key: bytes) -> bytes | None:
+        """Get a validated DHT record from the network, or None."""
+        ...

@@ -1,0 +1,240 @@
+"""Put a file: segment, encode, place every shard, publish the manifest.
+
+Data flows as bytes arrive: ``put_file`` cuts the incoming chunks into
+segments, encodes each one (compress, encrypt, erasure-code, address) in a
+worker thread, and stores its shards on their holders while later segments
+are still arriving and encoding. At most ``lookahead`` segments are between
+"read" and "stored" at any time, so memory stays bounded by a few segments
+whatever the file size; and because the source is only read when a slot is
+free, a slow network slows the reader instead of filling memory.
+
+A segment counts as stored when at least k of its k+m shards have a holder
+(it can then be read back); fewer than all k+m is reported as
+under-replicated so the caller can say so. The manifest is published last:
+a content ID is only ever handed out for a file whose every segment is
+readable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import trio
+
+from node.content.address import format_capability, format_cid
+from node.content.encrypt import new_content_key
+from node.content.erasure import ErasureCodec
+from node.content.manifest import (
+    Codec,
+    Encryption,
+    EncryptionScheme,
+    Manifest,
+    SegmentEntry,
+    Tier,
+    encode_manifest,
+    manifest_id,
+    manifest_record_key,
+)
+from node.content.segment import MAX_SEGMENTS, segment_size_for
+from node.content.segment_codec import EncodedSegment, encode_segment
+from node.files.failures import first_of
+from node.files.network import FileNetwork, ShardTransferError
+from node.files.placement import choose_holders
+from node.tiers import TierPolicy
+from protocols.kad.messages import PeerInfo
+
+
+class PutFailed(Exception):
+    """The file could not be stored readably; the message says which part failed."""
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    policy: TierPolicy
+    segment_size: int
+    name: str = ""
+    mime_type: str = ""
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    public: bool = False
+    # The total size when known in advance: large files get larger segments.
+    size_hint: int | None = None
+    lookahead: int = 4
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class PutResult:
+    content_id: bytes
+    size: int
+    segments: int
+    shards: int
+    shard_copies: int
+    under_replicated_segments: int
+    distinct_holders: int
+    manifest_holders: int
+    seconds: float
+    capability: str | None
+
+    @property
+    def cid(self) -> str:
+        return format_cid(self.content_id)
+
+    def __repr__(self) -> str:  # the capability holds the key: never print it by accident
+        return f"PutResult(cid={self.cid!r}, size={self.size}, segments={self.segments})"
+
+
+async def _segments(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+class _SegmentStorer:
+    """Places one segment's shards on holders and counts what landed where."""
+
+    def __init__(self, net: FileNetwork, policy: TierPolicy) -> None:
+        self.net = net
+        self.policy = policy
+        self.copies = 0
+        self.holders: set[bytes] = set()
+
+    async def store(self, segment: EncodedSegment) -> int:
+        """Store the shards; returns how many of them have at least one holder."""
+        n = len(segment.addresses)
+        candidates: list[list[PeerInfo]] = [[] for _ in range(n)]
+
+        async def find(i: int) -> None:
+            candidates[i] = await self.net.holder_candidates(segment.addresses[i])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(find, i)
+        ids = [[p.peer_id for p in c] for c in candidates]
+        chosen = choose_holders(ids, self.policy.holders_per_shard)
+        placed = [0] * n
+
+        async def place(i: int) -> None:
+            by_id = {p.peer_id: p for p in candidates[i]}
+            want = max(1, len(chosen[i]))
+            # The chosen holders first, then the other candidates as fallbacks.
+            order = chosen[i] + [p for p in ids[i] if p not in chosen[i]]
+            for peer_id in order:
+                if placed[i] >= want:
+                    return
+                try:
+                    await self.net.store_shard(
+                        by_id[peer_id], segment.addresses[i], segment.shards[i]
+                    )
+                except ShardTransferError:
+                    continue
+                placed[i] += 1
+                self.copies += 1
+                self.holders.add(peer_id)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(place, i)
+        return sum(1 for count in placed if count)
+
+
+async def put_file(
+    net: FileNetwork,
+    chunks: AsyncIterator[bytes],
+    options: PutOptions,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PutResult:
+    """Store the bytes of ``chunks`` as a file; returns its content ID (and capability)."""
+    started = trio.current_time()
+    policy = options.policy
+    codec = ErasureCodec(policy.k, policy.m)
+    key = None if options.public else new_content_key()
+    segment_size = segment_size_for(options.size_hint, options.segment_size)
+    storer = _SegmentStorer(net, policy)
+    entries: dict[int, SegmentEntry] = {}
+    under_replicated = 0
+    total = 0
+    limiter = trio.CapacityLimiter(options.workers)
+    slots = trio.Semaphore(options.lookahead)
+
+    async def encode_and_store(index: int, data: bytes) -> None:
+        nonlocal under_replicated
+        try:
+            segment = await trio.to_thread.run_sync(
+                lambda: encode_segment(index, data, key=key, codec=codec), limiter=limiter
+            )
+            with_holder = await storer.store(segment)
+        finally:
+            slots.release()
+        if with_holder < policy.k:
+            raise PutFailed(
+                f"segment {index}: only {with_holder} of {policy.k + policy.m} shards found a "
+                f"holder; {policy.k} are needed to read it back (too few reachable nodes?)"
+            )
+        if with_holder < policy.k + policy.m:
+            under_replicated += 1
+        entries[index] = SegmentEntry(
+            plain_size=segment.plain_size,
+            stored_size=segment.stored_size,
+            compressed=segment.compressed,
+            shard_size=segment.shard_size,
+            shard_addresses=tuple(segment.addresses),
+        )
+        if on_progress is not None:
+            on_progress(segment.plain_size)
+
+    with first_of(PutFailed, ShardTransferError):
+        async with trio.open_nursery() as nursery:
+            index = 0
+            async for data in _segments(chunks, segment_size):
+                if index >= MAX_SEGMENTS:
+                    raise PutFailed(
+                        f"more than {MAX_SEGMENTS} segments of {segment_size} bytes: pass the size "
+                        "in advance so larger segments are used"
+                    )
+                await slots.acquire()
+                total += len(data)
+                nursery.start_soon(encode_and_store, index, data)
+                index += 1
+
+    manifest = Manifest(
+        size=total,
+        segment_size=segment_size,
+        tier=Tier(policy.name),
+        codec=Codec(k=policy.k, m=policy.m),
+        encryption=Encryption(
+            scheme=EncryptionScheme.NONE if key is None else EncryptionScheme.AES_256_GCM
+        ),
+        segments=tuple(entries[i] for i in range(len(entries))),
+        name=options.name,
+        mime_type=options.mime_type,
+        tags=options.tags,
+        description=options.description,
+        created=int(clock()),
+    )
+    encoded = encode_manifest(manifest)
+    content_id = manifest_id(encoded)
+    accepted = await net.publish_record(manifest_record_key(content_id), encoded)
+    if accepted == 0:
+        raise PutFailed("no node accepted the manifest record; the file could not be published")
+    return PutResult(
+        content_id=content_id,
+        size=total,
+        segments=len(entries),
+        shards=len(entries) * (policy.k + policy.m),
+        shard_copies=storer.copies,
+        under_replicated_segments=under_replicated,
+        distinct_holders=len(storer.holders),
+        manifest_holders=accepted,
+        seconds=trio.current_time() - started,
+        capability=None if key is None else format_capability(content_id, key),
+    )
