@@ -428,6 +428,18 @@ class Dht:
         return sent
 
     async def find_providers(self, key: bytes) -> list[PeerInfo]:
+        providers, _ = await self.find_providers_and_closest(key)
+        return providers
+
+    async def find_providers_and_closest(
+        self, key: bytes
+    ) -> tuple[list[PeerInfo], tuple[Contact, ...]]:
+        """Announced providers of ``key``, and the closest nodes that answered.
+
+        The closest nodes are where a provider of ``key`` is expected to be
+        (shards are placed there), so a reader can ask them even before their
+        announcements have spread.
+        """
         found: dict[bytes, PeerInfo] = {p.peer_id: p for p in self.get_providers(key)}
 
         async def ask(contact: Contact) -> list[Contact]:
@@ -436,8 +448,8 @@ class Dht:
                 found.setdefault(p.peer_id, PeerInfo(p.peer_id, dialable(p.addrs)))
             return self._contacts(closer)
 
-        await self._run(key, ask)
-        return list(found.values())
+        done = await self._run(key, ask)
+        return list(found.values()), tuple(done.closest_succeeded())
 
     async def find_peer(self, peer_id: bytes) -> Contact | None:
         known = self.table.get(peer_id)

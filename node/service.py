@@ -1,7 +1,8 @@
-"""The node: one libp2p host serving ping and Kademlia, the record store, the API.
+"""The node: one libp2p host serving ping, Kademlia and shard storage, and the API.
 
 ``NodeService.run`` owns every task of a running node. Resources: the libp2p
-host (TCP listeners), ``records.sqlite`` and ``api.port`` in the data dir.
+host (TCP listeners), ``records.sqlite`` (records, shard index, uploads),
+``shards/`` (one file per shard) and ``api.port`` in the data dir.
 Readiness is reported with ``task_status.started()`` once the host listens,
 the API answers and bootstrapping has been attempted.
 """
@@ -27,6 +28,7 @@ from bootstrap.peers import default_peers, parse_peer_addrs
 from node.api.client import API_PORT_FILE
 from node.config import NodeConfig
 from node.dht import Dht, dialable
+from node.files.node_network import NodeFileNetwork
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
 from node.records.book import RecordBook
@@ -39,11 +41,17 @@ from node.records.validators import (
     ManifestValidator,
     NamespacedValidator,
 )
+from node.storage.holder import LocalShardHolder
+from node.storage.shards import ShardStore
+from node.storage.uploads import UploadLog
 from protocols import ids
-from protocols.framing import Counters, StreamGate, serve_stream
+from protocols.framing import PEER_FAILURES, Counters, StreamGate, serve_stream
 from protocols.kad.messages import decode_message, encode_message
 from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
 from protocols.ping.service import PingHandler
+from protocols.store.client import StoreClient
+from protocols.store.handlers import StoreHandlers
+from protocols.store.session import serve_store_stream
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -51,6 +59,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECORDS_DB = "records.sqlite"
+SHARDS_DIR = "shards"
+# 64 MiB segments (files above 4 GiB) over k=4 give 16 MiB shards; a holder
+# buffers one upload in memory until it verifies, so the cap also bounds that.
+MAX_SHARD_SIZE = (16 << 20) + (64 << 10)
+ANNOUNCE_QUEUE = 4096
+ANNOUNCE_WORKERS = 4
 
 TIERS = {"hot": Tier.HOT, "warm": Tier.WARM, "cold": Tier.COLD, "archive": Tier.ARCHIVE}
 
@@ -110,8 +124,19 @@ class NodeService:
         self.host = build_host(
             self.key_pair, dial_timeout=config.dial_timeout, addrs_factory=expand_unspecified
         )
-        self.counters = {ids.KAD: Counters(), ids.PING: Counters(), "dht": Counters()}
-        self.store = RecordStore(config.data_dir / RECORDS_DB)
+        self.counters = {
+            ids.KAD: Counters(),
+            ids.PING: Counters(),
+            ids.STORE: Counters(),
+            "dht": Counters(),
+            "files": Counters(),
+        }
+        db_path = config.data_dir / RECORDS_DB
+        self.store = RecordStore(db_path)
+        self.shards = ShardStore(
+            config.data_dir / SHARDS_DIR, db_path, max_bytes=config.max_storage_bytes
+        )
+        self.uploads = UploadLog(db_path)
         validator = NamespacedValidator(
             {
                 BLOB_PREFIX: BlobValidator(config.max_record_size),
@@ -131,11 +156,29 @@ class NodeService:
             counters=self.counters["dht"],
         )
         self.ping_handler = PingHandler(self.status)
+        # Newly stored shards wait here to be announced with ADD_PROVIDER; a
+        # burst larger than the queue is caught up by the reprovide loop.
+        self._announce_send, self._announce_receive = trio.open_memory_channel[bytes](
+            ANNOUNCE_QUEUE
+        )
+        self.holder = LocalShardHolder(
+            self.shards, max_shard_size=MAX_SHARD_SIZE, on_stored=self._queue_announce
+        )
+        self.store_handlers = StoreHandlers(self.holder)
+        self.store_client = StoreClient(self.open_stream)
+        self.files = NodeFileNetwork(
+            dht=self.dht,
+            client=self.store_client,
+            holder=self.holder,
+            local_peer_id=self.peer_id.to_bytes(),
+            self_addrs=self.listen_addrs,
+        )
         self.bootstrap_result = BootstrapResult(0, 0)
         self.api_port: int | None = None
         self._gates = {
             ids.KAD: StreamGate(ids.KAD_LIMITS.max_streams_per_peer),
             ids.PING: StreamGate(ids.PING_LIMITS.max_streams_per_peer),
+            ids.STORE: StreamGate(ids.STORE_LIMITS.max_streams_per_peer),
         }
 
     # -- facts about this node ---------------------------------------------
@@ -173,7 +216,7 @@ class NodeService:
             disk_free = shutil.disk_usage(self.config.data_dir).free
         except OSError:
             disk_free = 0
-        return min(self.config.max_storage_bytes, disk_free)
+        return min(self.shards.free_bytes(), disk_free)
 
     def status(self) -> NodeStatus:
         return NodeStatus(
@@ -209,6 +252,43 @@ class NodeService:
             gate=self._gates[ids.PING],
         )
 
+    async def _serve_store(self, stream: INetStream) -> None:
+        await serve_store_stream(
+            stream,
+            stream_peer(stream),
+            self.store_handlers,
+            self.counters[ids.STORE],
+            self._gates[ids.STORE],
+        )
+
+    # -- announcing held shards ------------------------------------------------
+
+    def _queue_announce(self, address: bytes) -> None:
+        try:
+            self._announce_send.send_nowait(address)
+        except trio.WouldBlock:
+            self.counters["files"].inc("announce_deferred")
+
+    async def _announce(self, address: bytes) -> None:
+        try:
+            await self.dht.provide(address)
+        except PEER_FAILURES:
+            self.counters["files"].inc("announce_failed")
+        else:
+            self.counters["files"].inc("shards_announced")
+
+    async def _announce_worker(self) -> None:
+        async with self._announce_receive:
+            async for address in self._announce_receive:
+                await self._announce(address)
+
+    async def _reprovide_loop(self) -> None:
+        """Re-announce every held shard before provider records expire elsewhere."""
+        while True:
+            await trio.sleep(self.config.provider_ttl / 2)
+            for address in await trio.to_thread.run_sync(self.shards.addresses):
+                await self._announce(address)
+
     # -- lifecycle -----------------------------------------------------------
 
     def bootstrap_peers(self) -> list[str]:
@@ -243,7 +323,14 @@ class NodeService:
                     )
                 set_handler(self.host, ids.KAD, self._serve_kad)
                 set_handler(self.host, ids.PING, self._serve_ping)
+                report = await trio.to_thread.run_sync(self.shards.reconcile)
+                if report.orphans_removed or report.missing:
+                    log.warning("shard store reconciled at start-up: %s", report)
+                set_handler(self.host, ids.STORE, self._serve_store)
                 await nursery.start(self.dht.run)
+                for _ in range(ANNOUNCE_WORKERS):
+                    nursery.start_soon(self._announce_worker)
+                nursery.start_soon(self._reprovide_loop)
                 if serve_api is not None:
                     # serve_api(node, *, task_status) reports the port it bound.
                     self.api_port = await nursery.start(serve_api, self)
@@ -253,6 +340,8 @@ class NodeService:
         finally:
             if self.api_port is not None:
                 port_file.unlink(missing_ok=True)
+            self.uploads.close()
+            self.shards.close()
             self.store.close()
 
 

@@ -28,8 +28,14 @@ from node.content.manifest import (
 )
 from node.content.segment_codec import decode_segment
 from node.files.failures import first_of
-from node.files.network import FileNetwork, ShardTransferError
-from node.files.segment_fetch import HolderStats, SegmentUnavailable, fetch_segment
+from node.files.network import FileNetwork, ShardBadCopy, ShardNotHeld, ShardTransferError
+from node.files.segment_fetch import (
+    HolderStats,
+    NotHeld,
+    SegmentUnavailable,
+    ShardHashMismatch,
+    fetch_segment,
+)
 from protocols.kad.messages import PeerInfo
 
 
@@ -99,15 +105,19 @@ async def read_file(
         entry = manifest.segments[index]
         holders: dict[int, list[PeerInfo]] = {}
 
-        async def locate(i: int) -> list[bytes]:
-            found = await net.shard_holders(entry.shard_addresses[i])
-            holders[i] = found
-            return [p.peer_id for p in found]
+        async def locate(i: int) -> tuple[list[bytes], list[bytes]]:
+            announced, possible = await net.shard_holders(entry.shard_addresses[i])
+            holders[i] = [*announced, *possible]
+            return [p.peer_id for p in announced], [p.peer_id for p in possible]
 
         async def fetch(peer_id: bytes, i: int) -> bytes:
             peer = next(p for p in holders[i] if p.peer_id == peer_id)
             try:
                 return await net.fetch_shard(peer, entry.shard_addresses[i])
+            except ShardNotHeld as error:
+                raise NotHeld(str(error)) from error
+            except ShardBadCopy as error:
+                raise ShardHashMismatch(str(error)) from error
             except ShardTransferError as error:
                 raise OSError(str(error)) from error
 

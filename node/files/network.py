@@ -17,6 +17,14 @@ class ShardTransferError(Exception):
     """A shard could not be stored on, or fetched from, one peer (the reason says why)."""
 
 
+class ShardNotHeld(ShardTransferError):
+    """The peer answered that it does not hold the shard."""
+
+
+class ShardBadCopy(ShardTransferError):
+    """The peer served bytes that do not hash to the shard's address."""
+
+
 class FileNetwork(Protocol):
     @property
     def local_peer_id(self) -> bytes: ...
@@ -29,12 +37,16 @@ class FileNetwork(Protocol):
         """Store one shard on ``peer``; raises ShardTransferError when it did not take it."""
         ...
 
-    async def shard_holders(self, address: bytes) -> list[PeerInfo]:
-        """Nodes that may hold ``address``: announced providers, then the closest nodes."""
+    async def shard_holders(self, address: bytes) -> tuple[list[PeerInfo], list[PeerInfo]]:
+        """Nodes that announced ``address``, and other nodes that may hold it (the closest)."""
         ...
 
     async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
-        """The bytes ``peer`` serves for ``address`` (unverified); ShardTransferError on failure."""
+        """The bytes ``peer`` serves for ``address``.
+
+        Raises ShardNotHeld, ShardBadCopy (the bytes do not hash to the
+        address), or ShardTransferError for any other failure.
+        """
         ...
 
     async def publish_record(self, key: bytes, value: bytes) -> int:

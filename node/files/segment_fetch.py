@@ -41,6 +41,10 @@ class ShardHashMismatch(Exception):
     """A holder served bytes that do not hash to the shard's address."""
 
 
+class NotHeld(Exception):
+    """The peer asked does not hold the shard: try the next, without blame."""
+
+
 @dataclass
 class HolderStats:
     """What this reader has learnt about holders: speed, failures, lies."""
@@ -79,7 +83,9 @@ class HolderStats:
         return max(floor, 3 * p90)
 
 
-Locate = Callable[[int], Awaitable[Sequence[bytes]]]
+# locate(i) -> (peers that announced shard i, peers that may hold it): the
+# announced ones are asked first.
+Locate = Callable[[int], Awaitable[tuple[Sequence[bytes], Sequence[bytes]]]]
 Fetch = Callable[[bytes, int], Awaitable[bytes]]
 
 
@@ -90,6 +96,7 @@ class SegmentFetchReport:
     failures: int
     lies: int
     hedges: int
+    not_held: int = 0
 
 
 async def fetch_segment(
@@ -104,10 +111,10 @@ async def fetch_segment(
 ) -> SegmentFetchReport:
     """Return k verified shards of one segment (index → bytes).
 
-    ``locate(i)`` lists peers that may hold shard i; ``fetch(peer, i)``
-    returns the bytes that peer serves for shard i (any exception counts as a
-    failed attempt). Raises SegmentUnavailable when every holder of enough
-    shards has failed.
+    ``locate(i)`` lists peers that announced shard i and peers that may hold
+    it; ``fetch(peer, i)`` returns the bytes that peer serves for shard i, or
+    raises NotHeld (no blame), ShardHashMismatch (a lie) or a FetchFailure.
+    Raises SegmentUnavailable when every holder of enough shards has failed.
     """
     n = len(addresses)
     if not 1 <= k <= n:
@@ -116,7 +123,7 @@ async def fetch_segment(
     tried: dict[int, set[bytes]] = {i: set() for i in range(n)}
     exhausted: set[int] = set()
     running: set[int] = set()
-    counts = {"attempts": 0, "failures": 0, "lies": 0, "hedges": 0}
+    counts = {"attempts": 0, "failures": 0, "lies": 0, "hedges": 0, "not_held": 0}
     next_shard = 0
     # Bumped whenever an attempt ends; the supervisor waits only while it is
     # unchanged, so an attempt that ends while it is busy is never missed.
@@ -138,11 +145,13 @@ async def fetch_segment(
         running.add(i)
         try:
             try:
-                holders = await locate(i)
+                announced, possible = await locate(i)
             except FetchFailure:
-                holders = []
+                announced, possible = [], []
+            ranked = stats.rank(announced)
+            ranked += [p for p in stats.rank(possible) if p not in ranked]
             while not done.is_set():
-                order = [p for p in stats.rank(holders) if p not in tried[i]]
+                order = [p for p in ranked if p not in tried[i]]
                 if not order:
                     exhausted.add(i)
                     return
@@ -159,6 +168,9 @@ async def fetch_segment(
                 except ShardHashMismatch:
                     counts["lies"] += 1
                     stats.record_lie(peer)
+                    continue
+                except NotHeld:
+                    counts["not_held"] += 1
                     continue
                 except FetchFailure:
                     counts["failures"] += 1
@@ -213,5 +225,10 @@ async def fetch_segment(
     # Keep exactly k: the decoder needs no more, and extras waste memory.
     chosen = dict(sorted(got.items())[:k])
     return SegmentFetchReport(
-        chosen, counts["attempts"], counts["failures"], counts["lies"], counts["hedges"]
+        chosen,
+        counts["attempts"],
+        counts["failures"],
+        counts["lies"],
+        counts["hedges"],
+        counts["not_held"],
     )

@@ -19,7 +19,7 @@ import trio.lowlevel
 from node.content.address import Reference, parse_reference
 from node.content.manifest import decode_manifest
 from node.files.get import GetFailed, NotFound, read_file, resolve
-from node.files.network import ShardTransferError
+from node.files.network import ShardBadCopy, ShardNotHeld, ShardTransferError
 from node.files.put import PutFailed, PutOptions, put_file
 from node.tiers import TierPolicy
 from protocols.kad.keyspace import distance, kad_id
@@ -57,16 +57,23 @@ class ScriptedNetwork:
         assert blake3.blake3(data).digest() == address
         self.shards[peer.peer_id][address] = data
 
-    async def shard_holders(self, address: bytes) -> list[PeerInfo]:
+    async def shard_holders(self, address: bytes) -> tuple[list[PeerInfo], list[PeerInfo]]:
         await trio.lowlevel.checkpoint()
-        return [p for p in self.peers if address in self.shards[p.peer_id]]
+        holders = [p for p in self.peers if address in self.shards[p.peer_id]]
+        # Two nodes that "might" hold it but do not: they must cost nothing.
+        others = [p for p in self.peers if p not in holders][:2]
+        return holders, others
 
     async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
         await trio.lowlevel.checkpoint()
         if peer.peer_id in self.down:
             raise ShardTransferError("unreachable")
+        if address not in self.shards[peer.peer_id]:
+            raise ShardNotHeld("not here")
         data = self.shards[peer.peer_id][address]
-        return data[::-1] if peer.peer_id in self.liars else data
+        if peer.peer_id in self.liars:
+            raise ShardBadCopy("bytes do not hash to the address")
+        return data
 
     async def publish_record(self, key: bytes, value: bytes) -> int:
         self.records[key] = value

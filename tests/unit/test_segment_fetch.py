@@ -11,6 +11,7 @@ import trio.testing
 
 from node.files.segment_fetch import (
     HolderStats,
+    NotHeld,
     SegmentUnavailable,
     fetch_segment,
 )
@@ -29,15 +30,18 @@ class Network:
         self.liars: set[bytes] = set()
         self.down: set[bytes] = set()
         self.calls: list[tuple[bytes, int]] = []
+        self.maybe: dict[int, list[bytes]] = {}
 
-    async def locate(self, i: int) -> Sequence[bytes]:
-        return self.holders[i]
+    async def locate(self, i: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
+        return self.holders[i], self.maybe.get(i, [])
 
     async def fetch(self, peer: bytes, i: int) -> bytes:
         self.calls.append((peer, i))
         await trio.sleep(self.delay.get(peer, 0.01))
         if peer in self.down:
             raise OSError("connection refused")
+        if peer not in self.holders[i]:
+            raise NotHeld("not here")
         if peer in self.liars:
             return b"not the shard"
         return SHARDS[i]
@@ -125,3 +129,31 @@ def test_rank_puts_unknown_peers_at_the_median() -> None:
     assert ranked[0] == PEERS[0] and ranked[2] == PEERS[2]
     stats.record_failure(PEERS[0])
     assert stats.rank([PEERS[0], PEERS[2]]) == [PEERS[2], PEERS[0]]
+
+
+async def test_announced_holders_are_asked_before_possible_ones(
+    clock: trio.testing.MockClock,
+) -> None:
+    net = Network()
+    # A fast peer that merely might hold shard 0 is asked only after the
+    # announced holder, and not holding a shard is no mark against a peer.
+    net.maybe[0] = [PEERS[9]]
+    stats = HolderStats(latency={PEERS[9]: 0.001, PEERS[0]: 0.5})
+    report = await run(net, stats)
+    assert (PEERS[9], 0) not in net.calls
+    assert report.failures == 0
+
+
+async def test_a_peer_without_the_shard_is_passed_over_without_blame(
+    clock: trio.testing.MockClock,
+) -> None:
+    net = Network()
+    net.holders[0] = []
+    net.maybe[0] = [PEERS[9], PEERS[0]]
+    net.holders[0] = [PEERS[0]]
+    net.maybe[0] = [PEERS[9]]
+    net.down.add(PEERS[0])
+    stats = HolderStats()
+    report = await run(net, stats)
+    assert report.not_held == 1 and report.failures == 1
+    assert PEERS[9] not in stats.failures
