@@ -1,7 +1,8 @@
 """``zhtp demo``: the first thing a newcomer runs.
 
-Starts a local testnet in a temporary directory, stores a small random file
-through node-1, fetches it back through the last node, checks the bytes, and
+Starts a local testnet in a temporary directory, puts a 4 MiB random file
+through node-1 (encrypted, erasure-coded, its shards spread over the
+testnet), gets it back through the last node, checks the bytes, and
 stops the testnet again (or leaves it running with ``keep``). Any failure is a
 :class:`~bootstrap.testnet.TestnetError` whose message says what broke and
 where the node logs are; the testnet is stopped either way.
@@ -20,7 +21,7 @@ from typing import Any
 from bootstrap.testnet import MAX_NODES, TestnetError, down, up
 from node.api.client import ApiClient, ApiFailed, ApiUnavailable
 
-PAYLOAD_SIZE = 16 * 1024
+PAYLOAD_SIZE = 4 << 20
 MIN_DEMO_NODES = 2
 DEMO_TIMEOUT = 120.0
 
@@ -34,69 +35,71 @@ def _seconds(start: float) -> float:
 
 
 def _round_trip(net: dict[str, Any], payload_file: Path) -> dict[str, Any]:
-    """Put ``payload_file`` through node-1, get it through the last node."""
+    """Put ``payload_file`` through node-1, get it back through the last node."""
     nodes = net["nodes"]
     writer, reader = nodes[1], nodes[-1]
     payload = payload_file.read_bytes()
     try:
-        started = time.monotonic()
         with ApiClient(Path(writer["data_dir"])) as api:
-            put = api.post_bytes("/api/v0/dht/put", payload)
-        put_seconds = _seconds(started)
+            put = api.upload(
+                "/api/v0/put",
+                [payload],
+                [("name", payload_file.name), ("size", str(len(payload)))],
+            )
     except (ApiUnavailable, ApiFailed) as error:
-        raise TestnetError(f"demo: storing through {writer['name']} failed: {error}") from error
-    if put["accepted"] < 1:
-        failures = "; ".join(f"{_short(p)}: {r}" for p, r in put.get("failures", {}).items())
         raise TestnetError(
-            f"demo: no node accepted the record stored through {writer['name']}"
-            + (f" ({failures})" if failures else "")
-        )
+            f"demo: putting the file through {writer['name']} failed: {error}"
+        ) from error
+    capability = put["capability"]
     try:
         started = time.monotonic()
-        with ApiClient(Path(reader["data_dir"])) as api:
-            fetched = api.get_bytes("/api/v0/dht/get", key=put["key"])
+        with (
+            ApiClient(Path(reader["data_dir"])) as api,
+            api.download("/api/v0/get", {"ref": capability}) as response,
+        ):
+            fetched = response.read()
         get_seconds = _seconds(started)
     except (ApiUnavailable, ApiFailed) as error:
         raise TestnetError(
-            f"demo: fetching {put['key']} through {reader['name']} failed: {error}"
+            f"demo: getting {put['cid']} through {reader['name']} failed: {error}"
         ) from error
     if fetched != payload:
         raise TestnetError(
-            f"demo: {reader['name']} returned {len(fetched)} bytes for {put['key']} "
-            f"that differ from the {len(payload)} bytes stored"
+            f"demo: {reader['name']} returned {len(fetched)} bytes for {put['cid']} "
+            f"that differ from the {len(payload)} bytes put"
         )
-    names = {n["peer_id"]: n["name"] for n in nodes}
     return {
-        "key": put["key"],
+        "cid": put["cid"],
         "size": len(payload),
+        "segments": put["segments"],
+        "shard_copies": put["shard_copies"],
+        "holders": put["holders"],
         "writer": writer["name"],
         "reader": reader["name"],
-        "accepted": put["accepted"],
-        "target": put["target"],
-        "holders": [names.get(h, h) for h in put["holders"]],
         "round_trip_ok": True,
-        "put_seconds": put_seconds,
+        "put_seconds": put["seconds"],
         "get_seconds": get_seconds,
     }
 
 
 def _report(result: dict[str, Any]) -> str:
     t = result["seconds"]
+    mib = result["size"] / (1 << 20)
     lines = [
         f"ZHTP demo: {result['nodes']} node processes on 127.0.0.1",
         f"  testnet up        {t['up']:.1f} s (every routing table filled)",
-        f"  stored            {result['size']} random bytes through {result['writer']}"
-        f" in {t['put'] * 1000:.0f} ms",
-        f"  key               {result['key']}",
-        f"  accepted by       {result['accepted']} of {result['target']} holders: "
-        + ", ".join(result["holders"]),
-        f"  fetched through   {result['reader']} in {t['get'] * 1000:.0f} ms",
+        f"  put               {mib:.1f} MiB of random bytes through {result['writer']}"
+        f" in {t['put'] * 1000:.0f} ms: encrypted, {result['segments']} segments,"
+        f" {result['shard_copies']} shards (4+2) on {result['holders']} nodes",
+        f"  content ID        {result['cid']}",
+        f"  got back through  {result['reader']} in {t['get'] * 1000:.0f} ms",
         "  round trip        OK (bytes match)",
     ]
     if result["kept"]:
         lines += [
             f"  testnet kept in   {result['dir']}",
-            f"  try:  zhtp --data-dir {result['dir']}/node-0 dht get {result['key']} -o copy.bin",
+            f"  try:  zhtp --data-dir {result['dir']}/node-2 put FILE",
+            f"        zhtp --data-dir {result['dir']}/node-0 get <capability> -o copy",
             f"  stop: zhtp testnet down --dir {result['dir']} && rm -r {result['dir']}",
         ]
     else:

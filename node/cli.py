@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from node.api.client import ApiClient, ApiFailed, ApiUnavailable
+from node.cli_files import FileCommandError, add_file_commands
 from node.config import ConfigError, NodeConfig, load_config, resolve_data_dir, write_config
 
 
@@ -40,6 +41,23 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(args.data_dir)
+
+
+def _file_command(
+    fn: Callable[[argparse.Namespace, ApiClient], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+) -> Callable[[argparse.Namespace], None]:
+    def handler(args: argparse.Namespace) -> None:
+        with _client(args) as api:
+            try:
+                info = fn(args, api)
+            except FileCommandError as error:
+                raise CliError(str(error)) from None
+        if getattr(args, "command", "") == "get" and args.output is None:
+            return  # the file itself went to stdout
+        _emit(args, info, text(info))
+
+    return handler
 
 
 # -- node lifecycle -------------------------------------------------------------
@@ -345,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True)
     p = command("down", cmd_testnet_down, "stop the testnet's node processes", t_commands)
     p.add_argument("--dir", required=True)
+
+    add_file_commands(command, _file_command)
 
     p = command("demo", cmd_demo, "start a local testnet, put and get a record, stop it")
     p.add_argument("-n", "--nodes", type=int, default=6)

@@ -19,7 +19,9 @@ import trio
 from libp2p.peer.id import ID
 
 from bootstrap.peers import BootstrapAddrError, parse_peer_addr
+from node.api.files import FileApiError, FileRoutes, send_json
 from node.api.metrics import render_metrics
+from node.files.get import GetFailed
 from node.records.validators import RecordInvalid, blob_key, format_key, parse_key
 from protocols.framing import PEER_FAILURES
 from protocols.ping.service import ping
@@ -33,6 +35,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # A record body may be max_record_size; a little slack for nothing else.
 PING_TIMEOUT = 10.0
+# GET /zhtp/<cid>: public content over plain HTTP, like an IPFS gateway.
+GATEWAY_PREFIX = "/zhtp/"
 OP_TIMEOUT = 60.0
 
 
@@ -118,6 +122,8 @@ class ControlApi:
             ("GET", "/api/v0/dht/lookup"): self.lookup,
             ("GET", "/metrics"): self.metrics,
         }
+        self.files = FileRoutes(node)
+        self.stream_routes = self.files.routes()
 
     @property
     def max_body(self) -> int:
@@ -133,6 +139,12 @@ class ControlApi:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
+            return
+        stream_route = self.stream_routes.get((scope["method"], scope["path"]))
+        if scope["method"] == "GET" and scope["path"].startswith(GATEWAY_PREFIX):
+            stream_route = self.files.gateway
+        if stream_route is not None:
+            await self._serve_streaming(stream_route, scope, receive, send)
             return
         try:
             body = await self._read_body(receive)
@@ -155,6 +167,33 @@ class ControlApi:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _serve_streaming(
+        self,
+        route: Callable[[Scope, Receive, Send], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await route(scope, receive, tracking_send)
+        except FileApiError as error:
+            if started:
+                raise  # the body is cut short; the client sees it by Content-Length
+            await send_json(send, {"error": error.message}, error.status)
+        except GetFailed as error:
+            if started:
+                # Abort the response: a short body, never a wrong one.
+                raise
+            await send_json(send, {"error": str(error)}, 422)
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

@@ -6,12 +6,17 @@ It imports no libp2p, so CLI commands against a running node start fast.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 API_PORT_FILE = "api.port"
+
+# Transfers run as long as the file takes; only a silent node times out.
+TRANSFER_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
 
 
 class ApiUnavailable(Exception):
@@ -83,3 +88,50 @@ class ApiClient:
 
     def get_bytes(self, path: str, **params: str) -> bytes:
         return self._send("GET", path, params=params).content
+
+    def _error_of(self, response: httpx.Response) -> ApiFailed:
+        try:
+            message = str(json.loads(response.read())["error"])
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {response.status_code}"
+        return ApiFailed(response.status_code, message)
+
+    def upload(
+        self, path: str, chunks: Iterable[bytes], params: Sequence[tuple[str, str | int | bool]]
+    ) -> Any:
+        """POST a streamed body (chunked); returns the JSON answer."""
+        try:
+            response = self._http.post(
+                path,
+                params=httpx.QueryParams(tuple(params)),
+                content=chunks,
+                timeout=TRANSFER_TIMEOUT,
+            )
+        except httpx.ConnectError:
+            raise ApiUnavailable(f"the node for {self.data_dir} does not answer") from None
+        except httpx.TimeoutException:
+            raise ApiUnavailable("the node stopped answering during the upload") from None
+        except httpx.TransportError as error:
+            raise ApiUnavailable(f"the upload was cut off: {error}") from None
+        if response.status_code >= 400:
+            raise self._error_of(response)
+        return response.json()
+
+    @contextmanager
+    def download(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
+        """POST a JSON body and stream the answer; raises ApiFailed for an error status."""
+        try:
+            with self._http.stream(
+                "POST",
+                path,
+                content=json.dumps(body),
+                headers=headers,
+                timeout=TRANSFER_TIMEOUT,
+            ) as response:
+                if response.status_code >= 400:
+                    raise self._error_of(response)
+                yield response
+        except httpx.ConnectError:
+            raise ApiUnavailable(f"the node for {self.data_dir} does not answer") from None

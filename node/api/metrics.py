@@ -38,7 +38,8 @@ class _NodeCollector(Collector):
             "zhtp_dht_provider_entries", "Provider entries held", value=node.store.provider_count()
         )
         yield GaugeMetricFamily(
-            "zhtp_connected_peers", "Open libp2p connections",
+            "zhtp_connected_peers",
+            "Open libp2p connections",
             value=len(node.host.get_connected_peers()),
         )
 

@@ -77,6 +77,7 @@ class PutResult:
     manifest_holders: int
     seconds: float
     capability: str | None
+    created: int = 0
 
     @property
     def cid(self) -> str:
@@ -237,4 +238,5 @@ async def put_file(
         manifest_holders=accepted,
         seconds=trio.current_time() - started,
         capability=None if key is None else format_capability(content_id, key),
+        created=manifest.created,
     )

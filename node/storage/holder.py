@@ -61,7 +61,8 @@ class LocalShardHolder:
                 RefuseReason.TOO_LARGE, f"shards are at most {self._max_shard_size} bytes"
             )
         try:
-            return self.store.reserve(address, size)  # bookkeeping only: no disk I/O
+            # The store's lock may be held across a commit's fsync: not on the loop.
+            return await self._run(lambda: self.store.reserve(address, size))
         except StorageFull:
             return Refused(RefuseReason.FULL, "this node's storage limit would be exceeded")
         except ValueError as error:
@@ -77,7 +78,7 @@ class LocalShardHolder:
         return fresh
 
     async def release(self, reservation: Reservation) -> None:
-        self.store.release(reservation)
+        await self._run(lambda: self.store.release(reservation))
 
     async def read(self, address: bytes, offset: int, length: int | None) -> ShardSlice | None:
         try:
@@ -92,8 +93,9 @@ class LocalShardHolder:
 
     async def put_local(self, address: bytes, data: bytes) -> bool:
         """Store a shard this node placed on itself (no protocol round trip)."""
-        reservation = self.store.reserve(address, len(data))
+        reservation = await self._run(lambda: self.store.reserve(address, len(data)))
         try:
             return await self.commit(reservation, data)
         finally:
-            self.store.release(reservation)  # idempotent: a no-op after a commit
+            with trio.CancelScope(shield=True):
+                await self.release(reservation)  # idempotent: a no-op after a commit

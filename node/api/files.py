@@ -1,0 +1,328 @@
+"""File routes of the control API: put (streamed upload), get (streamed download), ls, stat.
+
+Bodies stream in both directions, so a file of any size passes through the
+API in bounded memory: the upload is consumed only as fast as segments are
+stored, and the download is produced segment by segment. A capability holds
+a secret key, so it travels in request bodies and responses, never in a URL
+(URLs end up in logs and shell history).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import trio
+
+from node.content.address import (
+    AddressError,
+    Reference,
+    format_cid,
+    parse_cid,
+    parse_reference,
+)
+from node.content.manifest import EncryptionScheme, Manifest, ManifestError
+from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+from node.files.get import GetFailed, NotFound, read_file, resolve
+from node.files.network import ShardTransferError
+from node.files.put import PutFailed, PutOptions, PutResult, put_file
+from node.storage.uploads import UploadEntry
+from node.tiers import TIER_NAMES
+
+if TYPE_CHECKING:
+    from node.service import NodeService
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_JSON_BODY = 64 << 10
+
+
+class FileApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def send_json(send: Send, data: object, status: int = 200) -> None:
+    body = json.dumps(data).encode() + b"\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise FileApiError(400, "the client went away during the upload")
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _json_body(receive: Receive) -> dict[str, Any]:
+    raw = bytearray()
+    async for chunk in _body_chunks(receive):
+        raw += chunk
+        if len(raw) > MAX_JSON_BODY:
+            raise FileApiError(413, "request body too large")
+    try:
+        data = json.loads(bytes(raw) or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FileApiError(400, f"body is not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise FileApiError(400, "body must be a JSON object")
+    return data
+
+
+def _reference(text: object) -> Reference:
+    if not isinstance(text, str):
+        raise FileApiError(400, "ref must be a string (a CID or a zhtp:// capability)")
+    try:
+        return parse_reference(text.strip())
+    except AddressError as error:
+        raise FileApiError(400, str(error)) from error
+
+
+def manifest_json(content_id: bytes, manifest: Manifest) -> dict[str, Any]:
+    return {
+        "cid": format_cid(content_id),
+        "name": manifest.name,
+        "size": manifest.size,
+        "mime_type": manifest.mime_type,
+        "tags": list(manifest.tags),
+        "description": manifest.description,
+        "created": manifest.created,
+        "tier": manifest.tier.value,
+        "segment_size": manifest.segment_size,
+        "segments": len(manifest.segments),
+        "codec": {"name": manifest.codec.name, "k": manifest.codec.k, "m": manifest.codec.m},
+        "compression": manifest.compression,
+        "compressed_segments": sum(1 for s in manifest.segments if s.compressed),
+        "stored_bytes": sum(s.shard_size * len(s.shard_addresses) for s in manifest.segments),
+        "encryption": manifest.encryption.scheme.value,
+    }
+
+
+def _put_options(node: NodeService, scope: Scope) -> PutOptions:
+    query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+
+    def one(name: str, default: str = "") -> str:
+        values = query.get(name)
+        return values[-1] if values else default
+
+    tier = one("tier", node.config.default_tier)
+    if tier not in TIER_NAMES:
+        raise FileApiError(400, f"unknown tier {tier!r} (known: {', '.join(TIER_NAMES)})")
+    size_text = one("size")
+    if size_text and not size_text.isdigit():
+        raise FileApiError(400, "size must be a non-negative integer")
+    segment_text = one("segment_size")
+    segment_size = node.config.segment_size
+    if segment_text:
+        if not segment_text.isdigit() or not (
+            MIN_SEGMENT_SIZE <= int(segment_text) <= MAX_SEGMENT_SIZE
+        ):
+            raise FileApiError(
+                400, f"segment_size must be {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes"
+            )
+        segment_size = int(segment_text)
+    return PutOptions(
+        policy=node.config.policy(tier),
+        segment_size=segment_size,
+        name=one("name"),
+        mime_type=one("mime"),
+        tags=tuple(query.get("tag", [])),
+        description=one("description"),
+        public=one("public") in ("1", "true", "yes"),
+        size_hint=int(size_text) if size_text else None,
+    )
+
+
+# How many cut-short downloads keep their reason for the client to ask.
+REMEMBERED_FAILURES = 64
+REQUEST_ID_HEADER = b"x-zhtp-request"
+
+
+class FileRoutes:
+    def __init__(self, node: NodeService) -> None:
+        self.node = node
+        # Once a download's status line is out, an error can only cut the
+        # body short; its reason waits here for the client to ask for it.
+        self.failures: OrderedDict[str, str] = OrderedDict()
+
+    def _remember_failure(self, scope: Scope, reason: str) -> None:
+        request_id = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER)
+        if not request_id:
+            return
+        self.failures[request_id.decode("latin-1")[:64]] = reason
+        while len(self.failures) > REMEMBERED_FAILURES:
+            self.failures.popitem(last=False)
+
+    def routes(self) -> dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]]:
+        return {
+            ("POST", "/api/v0/put"): self.put,
+            ("POST", "/api/v0/get"): self.get,
+            ("POST", "/api/v0/stat"): self.stat,
+            ("GET", "/api/v0/ls"): self.ls,
+            ("GET", "/api/v0/failure"): self.failure,
+        }
+
+    async def failure(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+        request_id = query.get("request", [""])[-1]
+        reason = self.failures.pop(request_id, None)
+        if reason is None:
+            raise FileApiError(404, "no failure recorded for that request")
+        await send_json(send, {"error": reason})
+
+    async def put(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node = self.node
+        options = _put_options(node, scope)
+        try:
+            result = await put_file(node.files, _body_chunks(receive), options)
+        except (PutFailed, ShardTransferError) as error:
+            node.counters["files"].inc("put_failed")
+            raise FileApiError(502, str(error)) from error
+        except ManifestError as error:
+            # Name, tags, MIME type or description the manifest cannot carry.
+            raise FileApiError(400, str(error)) from error
+        node.counters["files"].inc("puts")
+        await trio.to_thread.run_sync(lambda: node.uploads.record(_entry(result, options)))
+        await send_json(send, put_json(result))
+
+    async def _resolve_any(self, ref: Reference) -> Manifest:
+        """The manifest, whether or not ``ref`` carries the key it would need."""
+        return await self._resolve(ref, need_key=False)
+
+    async def _resolve(self, ref: Reference, *, need_key: bool = True) -> Manifest:
+        try:
+            return await resolve(self.node.files, ref, need_key=need_key)
+        except NotFound as error:
+            raise FileApiError(404, str(error)) from error
+        except GetFailed as error:
+            raise FileApiError(422, str(error)) from error
+
+    async def get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ref = _reference((await _json_body(receive)).get("ref"))
+        manifest = await self._resolve(ref)
+        try:
+            await self._stream(manifest, ref.key, send, "application/octet-stream")
+        except GetFailed as error:
+            self.node.counters["files"].inc("get_failed")
+            self._remember_failure(scope, str(error))
+            raise
+
+    async def _stream(
+        self, manifest: Manifest, key: bytes | None, send: Send, content_type: str
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode("latin-1", "replace")),
+                    (b"content-length", str(manifest.size).encode()),
+                    # Hex keeps any file name safe inside a header.
+                    (b"x-zhtp-name", manifest.name.encode("utf-8").hex().encode()),
+                ],
+            }
+        )
+
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        # Past this point the status line is sent: a failure can only cut the
+        # body short, which the client detects from Content-Length.
+        await read_file(self.node.files, manifest, key, write)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.node.counters["files"].inc("gets")
+
+    async def gateway(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /zhtp/<cid>``: public content only; a capability never goes in a URL."""
+        text = scope["path"].rsplit("/", 1)[-1]
+        try:
+            ref = Reference(parse_cid(text))
+        except AddressError as error:
+            raise FileApiError(400, str(error)) from error
+        manifest = await self._resolve_any(ref)
+        if manifest.encryption.scheme is not EncryptionScheme.NONE:
+            raise FileApiError(
+                403, "this content is encrypted; read it with `zhtp get <capability>`"
+            )
+        await self._stream(manifest, None, send, manifest.mime_type or "application/octet-stream")
+
+    async def stat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ref = _reference((await _json_body(receive)).get("ref"))
+        manifest = await self._resolve_any(ref)
+        info = manifest_json(ref.digest, manifest)
+        if manifest.encryption.scheme is not EncryptionScheme.NONE and ref.key is None:
+            info["note"] = "encrypted: reading it needs the capability"
+        await send_json(send, info)
+
+    async def ls(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+        show_caps = query.get("capabilities", ["0"])[-1] in ("1", "true")
+        entries = await trio.to_thread.run_sync(self.node.uploads.list)
+        await send_json(send, {"uploads": [entry_json(e, show_caps) for e in entries]})
+
+
+def _entry(result: PutResult, options: PutOptions) -> UploadEntry:
+    return UploadEntry(
+        content_id=result.content_id,
+        name=options.name,
+        size=result.size,
+        created=result.created,
+        tier=options.policy.name,
+        public=options.public,
+        capability=result.capability,
+        tags=options.tags,
+    )
+
+
+def put_json(result: PutResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "cid": result.cid,
+        "size": result.size,
+        "segments": result.segments,
+        "shards": result.shards,
+        "shard_copies": result.shard_copies,
+        "holders": result.distinct_holders,
+        "under_replicated_segments": result.under_replicated_segments,
+        "manifest_holders": result.manifest_holders,
+        "seconds": round(result.seconds, 3),
+    }
+    if result.capability is not None:
+        out["capability"] = result.capability
+    return out
+
+
+def entry_json(entry: UploadEntry, show_capability: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "cid": format_cid(entry.content_id),
+        "name": entry.name,
+        "size": entry.size,
+        "created": entry.created,
+        "tier": entry.tier,
+        "public": entry.public,
+        "tags": list(entry.tags),
+    }
+    if show_capability and entry.capability is not None:
+        out["capability"] = entry.capability
+    return out

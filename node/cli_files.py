@@ -1,0 +1,267 @@
+"""``zhtp put``, ``get``, ``ls`` and ``stat``: files through a running node's API.
+
+Bytes stream in both directions, so memory stays flat whatever the file size.
+A progress bar with bytes/s goes to stderr when it is a terminal (never with
+``--json``). ``get -o FILE`` writes beside FILE and renames only once every
+byte has arrived and been verified by the node, so a failed get never leaves
+a partial or corrupt file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from node.api.client import ApiClient, ApiFailed
+
+READ_CHUNK = 1 << 20
+
+
+class FileCommandError(Exception):
+    """Printed as one line by the CLI."""
+
+
+def _progress(
+    args: argparse.Namespace, total: int | None, label: str
+) -> AbstractContextManager[Any]:
+    if args.json or not sys.stderr.isatty():
+        return nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    )
+    progress.add_task(label, total=total)
+    return progress
+
+
+def _advance(bar: Any, amount: int) -> None:
+    if bar is not None:
+        bar.advance(bar.task_ids[0], amount)
+
+
+def _read_chunks(handle: BinaryIO, on_read: Callable[[int], None]) -> Iterator[bytes]:
+    while chunk := handle.read(READ_CHUNK):
+        on_read(len(chunk))
+        yield chunk
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
+    stdin = args.file == "-"
+    path = Path(args.file)
+    name = args.name if args.name is not None else ("" if stdin else path.name)
+    try:
+        handle: BinaryIO = sys.stdin.buffer if stdin else path.open("rb")
+        size = None if stdin else os.fstat(handle.fileno()).st_size
+    except OSError as error:
+        raise FileCommandError(f"cannot read {args.file}: {error.strerror}") from error
+    mime = args.mime or (mimetypes.guess_type(name)[0] if name else None) or ""
+    params: list[tuple[str, str | int | bool]] = [("name", name), ("mime", mime)]
+    params += [("tag", tag) for tag in args.tag or ()]
+    if args.description:
+        params.append(("description", args.description))
+    if args.tier:
+        params.append(("tier", args.tier))
+    if args.public:
+        params.append(("public", "1"))
+    if size is not None:
+        params.append(("size", str(size)))
+    with handle, _progress(args, size, "put") as bar:
+        try:
+            info: dict[str, Any] = client.upload(
+                "/api/v0/put", _read_chunks(handle, lambda n: _advance(bar, n)), params
+            )
+            return info
+        except OSError as error:
+            raise FileCommandError(f"cannot read {args.file}: {error.strerror}") from error
+
+
+def put_text(info: dict[str, Any]) -> str:
+    lines = [info.get("capability") or info["cid"]]
+    lines.append(
+        f"  {_human(info['size'])} in {info['segments']} segments, {info['shard_copies']} "
+        f"shard copies on {info['holders']} nodes, {info['seconds']:.2f} s"
+    )
+    if info["under_replicated_segments"]:
+        lines.append(
+            f"  warning: {info['under_replicated_segments']} segments have fewer shards "
+            "placed than planned (readable, with less margin)"
+        )
+    if "capability" in info:
+        lines.append("  keep this capability: it is the only way to read the file")
+    return "\n".join(lines)
+
+
+def _failure_reason(client: ApiClient, request_id: str) -> str:
+    try:
+        return str(client.get_json("/api/v0/failure", request=request_id)["error"])
+    except (ApiFailed, KeyError, TypeError):
+        return "the node stopped sending (see its log)"
+
+
+def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
+    request_id = uuid.uuid4().hex
+    out_path = Path(args.output) if args.output else None
+    started = time.monotonic()
+    received = 0
+    temp: Path | None = None
+    try:
+        with client.download(
+            "/api/v0/get", {"ref": args.ref}, headers={"x-zhtp-request": request_id}
+        ) as response:
+            expected = int(response.headers.get("content-length", "0"))
+            if out_path is not None:
+                fd, name = tempfile.mkstemp(
+                    dir=out_path.parent if str(out_path.parent) else ".", prefix=".zhtp-get-"
+                )
+                temp = Path(name)
+                sink: BinaryIO = os.fdopen(fd, "wb")
+            else:
+                sink = sys.stdout.buffer
+            with _progress(args, expected, "get") as bar:
+                try:
+                    for chunk in response.iter_bytes(READ_CHUNK):
+                        sink.write(chunk)
+                        received += len(chunk)
+                        _advance(bar, len(chunk))
+                except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+                    raise FileCommandError(
+                        f"transfer cut short after {received} of {expected} bytes: "
+                        f"{_failure_reason(client, request_id)}"
+                    ) from error
+            if received != expected:
+                raise FileCommandError(
+                    f"transfer cut short after {received} of {expected} bytes: "
+                    f"{_failure_reason(client, request_id)}"
+                )
+            sink.flush()
+            if temp is not None and out_path is not None:
+                os.fsync(sink.fileno())
+                sink.close()
+                os.replace(temp, out_path)
+                temp = None
+    except OSError as error:
+        raise FileCommandError(f"cannot write the output: {error.strerror or error}") from error
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+    seconds = time.monotonic() - started
+    info: dict[str, Any] = {"size": received, "seconds": round(seconds, 3)}
+    if out_path is not None:
+        info["output"] = str(out_path)
+    return info
+
+
+def get_text(info: dict[str, Any]) -> str:
+    rate = info["size"] / info["seconds"] if info["seconds"] else 0.0
+    return f"wrote {_human(info['size'])} to {info['output']} ({_human(rate)}/s)"
+
+
+def ls_text(info: dict[str, Any]) -> str:
+    uploads = info["uploads"]
+    if not uploads:
+        return "nothing put from this node yet"
+    rows = []
+    for u in uploads:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(u["created"]))
+        access = "public" if u["public"] else "private"
+        rows.append(
+            f"{u['cid']}  {_human(u['size']):>10}  {when}  {u['tier']:<7} {access:<7} {u['name']}"
+        )
+        if "capability" in u:
+            rows.append(f"  {u['capability']}")
+    return "\n".join(rows)
+
+
+def stat_text(info: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created"]))
+    codec = info["codec"]
+    lines = [
+        f"cid:          {info['cid']}",
+        f"name:         {info['name'] or '(none)'}",
+        f"size:         {info['size']} bytes ({_human(info['size'])})",
+        f"type:         {info['mime_type'] or '(unknown)'}",
+        f"created:      {when}",
+        f"tier:         {info['tier']}",
+        f"encryption:   {info['encryption']}",
+        f"segments:     {info['segments']} of {_human(info['segment_size'])}, "
+        f"{info['compressed_segments']} compressed ({info['compression']})",
+        f"erasure code: {codec['name']} {codec['k']}+{codec['m']}",
+        f"stored:       {_human(info['stored_bytes'])} in shards",
+    ]
+    if info["tags"]:
+        lines.append(f"tags:         {', '.join(info['tags'])}")
+    if info["description"]:
+        lines.append(f"description:  {info['description']}")
+    if "note" in info:
+        lines.append(f"note:         {info['note']}")
+    return "\n".join(lines)
+
+
+def add_file_commands(
+    command: Callable[..., argparse.ArgumentParser], run: Callable[..., Any]
+) -> None:
+    """Register the file commands; ``run(fn, text)`` adapts each to the CLI's conventions."""
+    p = command(
+        "put", run(cmd_put, put_text), "store a file on the network; prints its CID or capability"
+    )
+    p.add_argument("file", help="file to store (- for stdin)")
+    p.add_argument(
+        "--public", action="store_true", help="store unencrypted: the CID alone reads it"
+    )
+    p.add_argument("--tier", choices=["hot", "warm", "cold", "archive"], help="storage tier")
+    p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--name", help="name recorded in the manifest (default: the file's name)")
+    p.add_argument("--mime", help="MIME type (default: guessed from the name)")
+    p.add_argument("--description", help="free-text description")
+    p = command("get", run(cmd_get, get_text), "fetch a file by CID or capability")
+    p.add_argument("ref", help="a CID (public content) or a zhtp://<cid>#<key> capability")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    p = command(
+        "ls",
+        run(
+            lambda a, c: c.get_json("/api/v0/ls", capabilities="1" if a.capabilities else "0"),
+            ls_text,
+        ),
+        "list what this node has put",
+    )
+    p.add_argument(
+        "--capabilities", action="store_true", help="also print each capability (secret)"
+    )
+    p = command(
+        "stat",
+        run(lambda a, c: c.post_json("/api/v0/stat", {"ref": a.ref}), stat_text),
+        "show a file's manifest",
+    )
+    p.add_argument("ref", help="a CID or capability")
