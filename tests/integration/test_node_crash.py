@@ -31,6 +31,7 @@ from protocols.framing import PEER_FAILURES
 from protocols.store import StoreRefused
 from protocols.store.client import StoreClient
 
+STORE_FAILURES: tuple[type[BaseException], ...] = (*PEER_FAILURES, StoreRefused)
 ROUNDS = 6
 SHARD = 256 << 10
 WRITERS = 4
@@ -116,7 +117,7 @@ async def test_kill_9_during_store_loses_nothing_acknowledged(node: NodeProcess)
                     address = blake3.blake3(data).digest()
                     try:
                         outcome = await client.store_shard(peer, addrs, address, data)
-                    except (*PEER_FAILURES, StoreRefused):
+                    except STORE_FAILURES:
                         return  # the node died under us: this shard was never acknowledged
                     if outcome.held:
                         acknowledged[address] = data
