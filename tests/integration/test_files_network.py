@@ -6,10 +6,11 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import trio
 
 from node.content.address import Reference, parse_reference
-from node.files.get import GetReport, read_file, resolve
+from node.files.get import GetFailed, GetReport, read_file, resolve
 from node.files.put import PutOptions, PutResult, put_file
 from node.service import NodeService
 from protocols.store.handlers import ShardSlice
@@ -159,4 +160,25 @@ async def test_holders_announce_themselves_as_providers(tmp_path: Path) -> None:
 
             while not await announced():  # noqa: ASYNC110 - state lives in other nodes
                 await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+
+
+async def test_three_holders_stopped_is_a_clean_error(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_network(nursery, tmp_path, NODES)
+            await joined(nodes)
+            result = await put(nodes[0], os.urandom(SEGMENT // 2))
+            assert result.capability is not None
+            ref = parse_reference(result.capability)
+            manifest = await resolve(nodes[7].service.files, ref)
+            addresses = manifest.segments[0].shard_addresses
+            holders = {h.peer_id for a in addresses for h in holders_of(nodes, a)}
+            reader = next(n for n in nodes if n.peer_id not in holders)
+            # Stop holders until only k-1 = 3 shards of the segment remain.
+            victims = [n for n in nodes if n.peer_id in holders][:3]
+            for node in victims:
+                await node.stop()
+            with pytest.raises(GetFailed, match=r"segment 0: only 3 of the 4 shards needed"):
+                await get(reader, ref)
             nursery.cancel_scope.cancel()
