@@ -127,12 +127,24 @@ class BlobValidator(ContentAddressedValidator):
 class ManifestValidator(ContentAddressedValidator):
     """`/zhtp/manifest/<blake3>`: a file's manifest; its digest is the content ID.
 
-    Only the hash is checked here: any node may hold and serve a manifest
-    without being able to decode it, and readers decode and validate it fully.
+    Beyond the hash, the value must decode as a valid manifest: nodes do not
+    spend storage and bandwidth on bytes no reader could use. Decoding needs
+    no key (the manifest itself is never encrypted).
     """
 
     def __init__(self, max_value_size: int = 1 << 20) -> None:
         super().__init__(MANIFEST_PREFIX, max_value_size)
+
+    def validate(self, key: bytes, value: bytes, now_ms: int) -> None:
+        super().validate(key, value, now_ms)
+        # Imported here: the content package is not needed by other namespaces.
+        from node.content.manifest import ManifestError, decode_manifest
+
+        try:
+            decode_manifest(value, max_size=self.max_value_size)
+        except ManifestError as error:
+            field = error.field or "encoding"
+            raise RecordInvalid(f"manifest does not decode ({field})") from None
 
 
 class NamespacedValidator:

@@ -468,13 +468,42 @@ def test_parse_key_rejects_junk(junk: str) -> None:
 # -- /zhtp/manifest/ -------------------------------------------------------------
 
 
+def _a_manifest() -> bytes:
+    from node.content.manifest import (
+        Codec,
+        Encryption,
+        EncryptionScheme,
+        Manifest,
+        Tier,
+        encode_manifest,
+    )
+
+    return encode_manifest(
+        Manifest(
+            size=0,
+            segment_size=1 << 20,
+            tier=Tier.WARM,
+            codec=Codec(k=4, m=2),
+            encryption=Encryption(scheme=EncryptionScheme.NONE),
+            segments=(),
+        )
+    )
+
+
 def test_manifest_record_must_hash_to_its_key() -> None:
     validator = ManifestValidator()
-    value = b"\x08\x01manifest bytes"
+    value = _a_manifest()
     key = MANIFEST_PREFIX + blake3.blake3(value).digest()
     validator.validate(key, value, 0)
     with pytest.raises(RecordInvalid, match="manifest value does not hash to its key"):
         validator.validate(key, value + b"!", 0)
+
+
+def test_manifest_record_must_decode() -> None:
+    value = b"\x08\x01 hashes fine, decodes to nothing"
+    key = MANIFEST_PREFIX + blake3.blake3(value).digest()
+    with pytest.raises(RecordInvalid, match="manifest does not decode"):
+        ManifestValidator().validate(key, value, 0)
 
 
 def test_manifest_validator_refuses_a_blob_key() -> None:
