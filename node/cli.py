@@ -77,7 +77,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     if args.api_port is not None:
         overrides["api_port"] = args.api_port
     config = NodeConfig(data_dir=data_dir, **overrides)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     from node.host import load_or_create_key, peer_id_of  # imports libp2p: only here
 
     peer_id = peer_id_of(load_or_create_key(data_dir)).to_base58()

@@ -9,13 +9,13 @@ typo does not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.storage.atomic import write_file_atomically
 from node.tiers import (
     DEFAULT_TIER_POLICIES,
     TIER_NAMES,
@@ -205,7 +205,5 @@ def write_config(config: NodeConfig) -> Path:
             lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}\n")
     lines.append(policies_to_toml(config.tier_policy))
     path = config.config_path
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+    write_file_atomically(path, "".join(lines).encode(), mode=0o644)
     return path

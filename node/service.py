@@ -9,6 +9,7 @@ the API answers and bootstrapping has been attempted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from node.records.validators import (
     ManifestValidator,
     NamespacedValidator,
 )
+from node.storage.atomic import write_file_atomically
 from node.storage.holder import LocalShardHolder
 from node.storage.shards import ShardStore
 from node.storage.uploads import UploadLog
@@ -118,7 +120,9 @@ class NodeService:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private to its owner: the database holds capabilities (secret keys).
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(config.data_dir / RECORDS_DB)
         self.key_pair = load_or_create_key(config.data_dir)
         self.peer_id: ID = peer_id_of(self.key_pair)
         self.host = build_host(
@@ -334,7 +338,7 @@ class NodeService:
                 if serve_api is not None:
                     # serve_api(node, *, task_status) reports the port it bound.
                     self.api_port = await nursery.start(serve_api, self)
-                    _write_atomically(port_file, f"{self.api_port}\n")
+                    write_file_atomically(port_file, f"{self.api_port}\n".encode(), mode=0o644)
                 await self.join()
                 task_status.started(self)
         finally:
@@ -345,7 +349,7 @@ class NodeService:
             self.store.close()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite keeps the mode)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
