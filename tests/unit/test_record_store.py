@@ -229,3 +229,12 @@ def test_usable_from_worker_threads(store: RecordStore) -> None:
     assert errors == []
     assert store.count() == 200
     assert store.provider_count() == 200
+
+
+def test_records_stay_fully_synchronous_around_provider_writes(store: RecordStore) -> None:
+    # Providers are written without an fsync; records must never be.
+    store.add_provider(b"k", b"peer", (), expires_at_ms=10)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with pytest.raises(ValueError):
+        store.add_provider(b"k", b"peer", (), expires_at_ms=-1)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
