@@ -1,4 +1,4 @@
-"""``zhtp put``, ``get``, ``ls`` and ``stat``: files through a running node's API.
+"""``zhtp put``, ``get``, ``ls``, ``stat`` and ``repair``: files through a running node's API.
 
 Bytes stream in both directions, so memory stays flat whatever the file size.
 A progress bar with bytes/s goes to stderr when it is a terminal (never with
@@ -229,6 +229,19 @@ def stat_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def repair_text(info: dict[str, Any]) -> str:
+    line = (
+        f"{info['cid']}: {info['shards_checked']} shards checked, "
+        f"{info['shards_missing']} without a holder, {info['shards_rebuilt']} rebuilt"
+    )
+    if info["lost_segments"]:
+        lost = ", ".join(map(str, info["lost_segments"]))
+        line += f"\n  segments that cannot be rebuilt (fewer than k shards left): {lost}"
+    elif info["healthy"]:
+        line += "\n  healthy"
+    return line
+
+
 def add_file_commands(
     command: Callable[..., argparse.ArgumentParser], run: Callable[..., Any]
 ) -> None:
@@ -263,5 +276,11 @@ def add_file_commands(
         "stat",
         run(lambda a, c: c.post_json("/api/v0/stat", {"ref": a.ref}), stat_text),
         "show a file's manifest",
+    )
+    p.add_argument("ref", help="a CID or capability")
+    p = command(
+        "repair",
+        run(lambda a, c: c.post_json("/api/v0/repair", {"ref": a.ref}), repair_text),
+        "check a file's shards; rebuild any that lost every holder (no key needed)",
     )
     p.add_argument("ref", help="a CID or capability")

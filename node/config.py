@@ -70,6 +70,9 @@ class NodeConfig:
     segment_size: int = 1 << 20
     default_tier: str = "warm"
     tier_policy: tuple[TierPolicy, ...] = DEFAULT_TIER_POLICIES
+    # How often a node checks the files whose manifests it is closest to,
+    # and rebuilds shards that lost every holder (see node/files/repair.py).
+    repair_interval: float = 3600.0
     # Connections
     dial_timeout: float = 5.0
     log_level: str = "info"
@@ -88,6 +91,7 @@ class NodeConfig:
             "bucket_refresh_interval",
             "provider_ttl",
             "dial_timeout",
+            "repair_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,12 @@ from libp2p.peer.id import ID
 from bootstrap.peers import default_peers, parse_peer_addrs
 from node.api.client import API_PORT_FILE
 from node.config import NodeConfig
+from node.content.manifest import ManifestError, decode_manifest, manifest_record_key
 from node.dht import Dht, dialable
+from node.files.get import GetFailed, NotFound
 from node.files.node_network import NodeFileNetwork
+from node.files.repair import RepairReport, repair_file
+from node.files.segment_fetch import HolderStats
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
 from node.records.book import RecordBook
@@ -48,6 +53,7 @@ from node.storage.shards import ShardStore
 from node.storage.uploads import UploadLog
 from protocols import ids
 from protocols.framing import PEER_FAILURES, Counters, StreamGate, serve_stream
+from protocols.kad.keyspace import distance, kad_id
 from protocols.kad.messages import decode_message, encode_message
 from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
 from protocols.ping.service import PingHandler
@@ -69,6 +75,10 @@ ANNOUNCE_QUEUE = 4096
 ANNOUNCE_WORKERS = 4
 
 TIERS = {"hot": Tier.HOT, "warm": Tier.WARM, "cold": Tier.COLD, "archive": Tier.ARCHIVE}
+
+
+# A failed repair of one file is logged; the loop goes on with the next.
+REPAIR_FAILURES: tuple[type[BaseException], ...] = (GetFailed, ManifestError, *PEER_FAILURES)
 
 
 def package_version() -> str:
@@ -170,6 +180,7 @@ class NodeService:
         )
         self.store_handlers = StoreHandlers(self.holder)
         self.store_client = StoreClient(self.open_stream)
+        self.holder_stats = HolderStats()
         self.files = NodeFileNetwork(
             dht=self.dht,
             client=self.store_client,
@@ -293,6 +304,40 @@ class NodeService:
             for address in await trio.to_thread.run_sync(self.shards.addresses):
                 await self._announce(address)
 
+    # -- repair ------------------------------------------------------------------
+
+    async def repair(self, content_id: bytes) -> RepairReport:
+        """Check one file and rebuild shards that lost every holder."""
+        raw = await self.files.find_record(manifest_record_key(content_id))
+        if raw is None:
+            raise NotFound("no node has the manifest for this content ID")
+        report = await repair_file(self.files, decode_manifest(raw), stats=self.holder_stats)
+        self.counters["files"].inc("shards_rebuilt", report.shards_rebuilt)
+        if report.lost_segments:
+            self.counters["files"].inc("segments_lost", len(report.lost_segments))
+        return report
+
+    async def _responsible_for(self, key: bytes) -> bool:
+        """Whether this node is the closest live node to ``key`` (so it repairs it)."""
+        found = await self.dht.lookup(key)
+        target = kad_id(key)
+        mine = distance(target, kad_id(self.peer_id.to_bytes()))
+        return all(mine < distance(target, c.kad_id) for c in found.closest)
+
+    async def _repair_loop(self) -> None:
+        """Every repair interval, repair the files whose manifests this node is closest to."""
+        while True:
+            await trio.sleep(self.config.repair_interval * random.uniform(0.8, 1.2))
+            keys = await trio.to_thread.run_sync(self.store.keys)
+            for key in keys:
+                if not key.startswith(MANIFEST_PREFIX):
+                    continue
+                try:
+                    if await self._responsible_for(key):
+                        await self.repair(key[len(MANIFEST_PREFIX) :])
+                except REPAIR_FAILURES as error:
+                    log.warning("repair of %s failed: %s", key[len(MANIFEST_PREFIX) :].hex(), error)
+
     # -- lifecycle -----------------------------------------------------------
 
     def bootstrap_peers(self) -> list[str]:
@@ -335,6 +380,7 @@ class NodeService:
                 for _ in range(ANNOUNCE_WORKERS):
                     nursery.start_soon(self._announce_worker)
                 nursery.start_soon(self._reprovide_loop)
+                nursery.start_soon(self._repair_loop)
                 if serve_api is not None:
                     # serve_api(node, *, task_status) reports the port it bound.
                     self.api_port = await nursery.start(serve_api, self)

@@ -182,7 +182,30 @@ class FileRoutes:
             ("POST", "/api/v0/stat"): self.stat,
             ("GET", "/api/v0/ls"): self.ls,
             ("GET", "/api/v0/failure"): self.failure,
+            ("POST", "/api/v0/repair"): self.repair,
         }
+
+    async def repair(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ref = _reference((await _json_body(receive)).get("ref"))
+        try:
+            report = await self.node.repair(ref.digest)
+        except NotFound as error:
+            raise FileApiError(404, str(error)) from error
+        except ManifestError as error:
+            raise FileApiError(422, str(error)) from error
+        await send_json(
+            send,
+            {
+                "cid": format_cid(ref.digest),
+                "segments": report.segments,
+                "shards_checked": report.shards_checked,
+                "shards_missing": report.shards_missing,
+                "shards_rebuilt": report.shards_rebuilt,
+                "failed_stores": report.failed_stores,
+                "lost_segments": report.lost_segments,
+                "healthy": report.healthy,
+            },
+        )
 
     async def failure(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))

@@ -10,7 +10,7 @@ bytes that were not verified.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -32,6 +32,7 @@ from node.files.network import FileNetwork, ShardBadCopy, ShardNotHeld, ShardTra
 from node.files.segment_fetch import (
     HolderStats,
     NotHeld,
+    SegmentFetchReport,
     SegmentUnavailable,
     ShardHashMismatch,
     fetch_segment,
@@ -79,6 +80,31 @@ async def resolve(net: FileNetwork, ref: Reference, *, need_key: bool = True) ->
     return manifest
 
 
+async def fetch_shards(
+    net: FileNetwork, addresses: Sequence[bytes], k: int, stats: HolderStats
+) -> SegmentFetchReport:
+    """Any k verified shards of one segment, from whoever holds them (see segment_fetch)."""
+    holders: dict[int, list[PeerInfo]] = {}
+
+    async def locate(i: int) -> tuple[list[bytes], list[bytes]]:
+        announced, possible = await net.shard_holders(addresses[i])
+        holders[i] = [*announced, *possible]
+        return [p.peer_id for p in announced], [p.peer_id for p in possible]
+
+    async def fetch(peer_id: bytes, i: int) -> bytes:
+        peer = next(p for p in holders[i] if p.peer_id == peer_id)
+        try:
+            return await net.fetch_shard(peer, addresses[i])
+        except ShardNotHeld as error:
+            raise NotHeld(str(error)) from error
+        except ShardBadCopy as error:
+            raise ShardHashMismatch(str(error)) from error
+        except ShardTransferError as error:
+            raise OSError(str(error)) from error
+
+    return await fetch_segment(addresses=addresses, k=k, locate=locate, fetch=fetch, stats=stats)
+
+
 async def read_file(
     net: FileNetwork,
     manifest: Manifest,
@@ -103,32 +129,8 @@ async def read_file(
 
     async def rebuild(index: int) -> None:
         entry = manifest.segments[index]
-        holders: dict[int, list[PeerInfo]] = {}
-
-        async def locate(i: int) -> tuple[list[bytes], list[bytes]]:
-            announced, possible = await net.shard_holders(entry.shard_addresses[i])
-            holders[i] = [*announced, *possible]
-            return [p.peer_id for p in announced], [p.peer_id for p in possible]
-
-        async def fetch(peer_id: bytes, i: int) -> bytes:
-            peer = next(p for p in holders[i] if p.peer_id == peer_id)
-            try:
-                return await net.fetch_shard(peer, entry.shard_addresses[i])
-            except ShardNotHeld as error:
-                raise NotHeld(str(error)) from error
-            except ShardBadCopy as error:
-                raise ShardHashMismatch(str(error)) from error
-            except ShardTransferError as error:
-                raise OSError(str(error)) from error
-
         try:
-            fetched = await fetch_segment(
-                addresses=entry.shard_addresses,
-                k=manifest.codec.k,
-                locate=locate,
-                fetch=fetch,
-                stats=stats,
-            )
+            fetched = await fetch_shards(net, entry.shard_addresses, manifest.codec.k, stats)
         except SegmentUnavailable as error:
             raise GetFailed(f"segment {index}: {error}") from error
         report.shard_fetches += fetched.attempts

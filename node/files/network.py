@@ -41,6 +41,10 @@ class FileNetwork(Protocol):
         """Nodes that announced ``address``, and other nodes that may hold it (the closest)."""
         ...
 
+    async def confirmed_holders(self, address: bytes) -> list[PeerInfo]:
+        """Nodes that answer, when asked now, that they hold ``address``."""
+        ...
+
     async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
         """The bytes ``peer`` serves for ``address``.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from node.dht import Dht
 from node.files.network import ShardBadCopy, ShardNotHeld, ShardTransferError
 from node.storage.holder import LocalShardHolder
@@ -31,6 +33,8 @@ _REMOTE_FAILURES: tuple[type[BaseException], ...] = (
 # Of the nodes closest to a shard's address that have not announced it, the
 # ones worth asking: placement puts holders among the very closest.
 POSSIBLE_HOLDERS = 8
+# A holder that cannot answer "do you hold it" this fast counts as absent.
+HAS_TIMEOUT = 5.0
 
 
 def _name(peer: PeerInfo) -> str:
@@ -98,6 +102,30 @@ class NodeFileNetwork:
             :POSSIBLE_HOLDERS
         ]
         return list(announced.values()), possible
+
+    async def confirmed_holders(self, address: bytes) -> list[PeerInfo]:
+        announced, possible = await self.shard_holders(address)
+        confirmed: list[PeerInfo] = []
+
+        async def ask(peer: PeerInfo) -> None:
+            held = False
+            if peer.peer_id == self._local:
+                held = (await self.holder.has([address]))[0]
+            else:
+                try:
+                    with trio.move_on_after(HAS_TIMEOUT):
+                        held = (await self.client.has_shards(peer.peer_id, peer.addrs, [address]))[
+                            0
+                        ]
+                except _REMOTE_FAILURES:
+                    held = False
+            if held:
+                confirmed.append(peer)
+
+        async with trio.open_nursery() as nursery:
+            for peer in [*announced, *possible]:
+                nursery.start_soon(ask, peer)
+        return confirmed
 
     async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
         if peer.peer_id == self._local:

@@ -182,3 +182,34 @@ async def test_three_holders_stopped_is_a_clean_error(tmp_path: Path) -> None:
             with pytest.raises(GetFailed, match=r"segment 0: only 3 of the 4 shards needed"):
                 await get(reader, ref)
             nursery.cancel_scope.cancel()
+
+
+async def test_repair_rebuilds_what_stopped_holders_took(tmp_path: Path) -> None:
+    with trio.fail_after(180):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_network(nursery, tmp_path, NODES)
+            await joined(nodes)
+            data = os.urandom(SEGMENT)
+            result = await put(nodes[0], data)
+            assert result.capability is not None
+            ref = parse_reference(result.capability)
+            manifest = await resolve(nodes[0].service.files, ref)
+            addresses = manifest.segments[0].shard_addresses
+            first = [holders_of(nodes, a)[0] for a in addresses[:2]]
+            repairer = next(n for n in nodes if n not in first)
+            for node in first:
+                await node.stop()
+            live = [n for n in nodes if n not in first]
+            report = await repairer.service.repair(ref.digest)
+            assert (report.shards_missing, report.shards_rebuilt) == (2, 2)
+            # Every shard has a live holder again: two more holders may go.
+            for address in addresses:
+                assert any(n.service.shards.has(address) for n in live)
+            second = [
+                next(h for h in holders_of(live, a) if h is not repairer) for a in addresses[2:4]
+            ]
+            for node in second:
+                await node.stop()
+            got, _ = await get(repairer, ref)
+            assert got == data
+            nursery.cancel_scope.cancel()

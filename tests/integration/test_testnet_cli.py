@@ -277,6 +277,8 @@ def test_file_put_on_one_node_get_on_another(net: Net, tmp_path: Path) -> None:
     stat = ok_json(zhtp("--data-dir", net.data_dir(2), "stat", put["cid"], "--json"))
     assert stat["name"] == "photo.jpg" and stat["mime_type"] == "image/jpeg"
     assert stat["tags"] == ["holiday"] and stat["size"] == len(payload)
+    repair = ok_json(zhtp("--data-dir", net.data_dir(4), "repair", put["cid"], "--json"))
+    assert repair["healthy"] is True and repair["shards_checked"] == 24
     listed = ok_json(zhtp("--data-dir", net.data_dir(1), "ls", "--json"))["uploads"]
     assert [u["cid"] for u in listed] == [put["cid"]]
     assert "capability" not in listed[0]  # secrets only on request

@@ -21,6 +21,7 @@ from node.content.manifest import decode_manifest
 from node.files.get import GetFailed, NotFound, read_file, resolve
 from node.files.network import ShardBadCopy, ShardNotHeld, ShardTransferError
 from node.files.put import PutFailed, PutOptions, put_file
+from node.files.repair import repair_file
 from node.tiers import TierPolicy
 from protocols.kad.keyspace import distance, kad_id
 from protocols.kad.messages import PeerInfo
@@ -63,6 +64,14 @@ class ScriptedNetwork:
         # Two nodes that "might" hold it but do not: they must cost nothing.
         others = [p for p in self.peers if p not in holders][:2]
         return holders, others
+
+    async def confirmed_holders(self, address: bytes) -> list[PeerInfo]:
+        await trio.lowlevel.checkpoint()
+        return [
+            p
+            for p in self.peers
+            if address in self.shards[p.peer_id] and p.peer_id not in self.down
+        ]
 
     async def fetch_shard(self, peer: PeerInfo, address: bytes) -> bytes:
         await trio.lowlevel.checkpoint()
@@ -208,3 +217,49 @@ async def test_too_few_nodes_fails_the_put_and_publishes_nothing() -> None:
     with pytest.raises(PutFailed, match="segment 0: only 0 of 6 shards"):
         await put(net, os.urandom(SEGMENT))
     assert net.records == {}
+
+
+# -- repair ----------------------------------------------------------------------
+
+
+def drop_everywhere(net: ScriptedNetwork, address: bytes) -> None:
+    for held in net.shards.values():
+        held.pop(address, None)
+
+
+async def test_repair_rebuilds_shards_nobody_holds_without_the_key() -> None:
+    net = ScriptedNetwork(8)
+    data = os.urandom(2 * SEGMENT)
+    ref = await put(net, data)
+    manifest = await resolve(net, ref)
+    lost = manifest.segments[1].shard_addresses
+    drop_everywhere(net, lost[0])
+    drop_everywhere(net, lost[5])
+    report = await repair_file(net, manifest)
+    assert (report.shards_missing, report.shards_rebuilt, report.lost_segments) == (2, 2, [])
+    assert report.healthy
+    assert await net.confirmed_holders(lost[0]) and await net.confirmed_holders(lost[5])
+    # The rebuilt copies are the real shards: lose two others, still readable.
+    drop_everywhere(net, lost[1])
+    drop_everywhere(net, lost[2])
+    assert await get(net, ref) == data
+
+
+async def test_repair_of_a_healthy_file_changes_nothing() -> None:
+    net = ScriptedNetwork(8)
+    ref = await put(net, os.urandom(SEGMENT))
+    before = {p: dict(h) for p, h in net.shards.items()}
+    report = await repair_file(net, await resolve(net, ref))
+    assert report.healthy and report.shards_missing == 0
+    assert net.shards == before
+
+
+async def test_repair_reports_a_segment_with_too_few_shards_left() -> None:
+    net = ScriptedNetwork(8)
+    ref = await put(net, os.urandom(SEGMENT), public=True)
+    manifest = await resolve(net, ref)
+    for address in manifest.segments[0].shard_addresses[:3]:
+        drop_everywhere(net, address)
+    report = await repair_file(net, manifest)
+    assert report.lost_segments == [0] and not report.healthy
+    assert report.shards_rebuilt == 0
