@@ -133,6 +133,9 @@ def _failure_reason(client: ApiClient, request_id: str) -> str:
 def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     request_id = uuid.uuid4().hex
     out_path = Path(args.output) if args.output else None
+    if out_path is None and sys.stdout.isatty():
+        # As curl does: file bytes would garble the terminal.
+        raise FileCommandError("not writing file bytes to a terminal: use -o FILE or redirect")
     started = time.monotonic()
     received = 0
     temp: Path | None = None

@@ -26,6 +26,7 @@ from node.content.address import (
 )
 from node.content.manifest import EncryptionScheme, Manifest, ManifestError
 from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+from node.files.failures import first_of
 from node.files.get import GetFailed, NotFound, read_file, resolve
 from node.files.network import ShardTransferError
 from node.files.put import PutFailed, PutOptions, PutResult, put_file
@@ -219,7 +220,10 @@ class FileRoutes:
         node = self.node
         options = _put_options(node, scope)
         try:
-            result = await put_file(node.files, _body_chunks(receive), options)
+            # The body is read inside put_file's task group: a client that
+            # goes away surfaces there, wrapped; unwrap it to one error.
+            with first_of(FileApiError):
+                result = await put_file(node.files, _body_chunks(receive), options)
         except (PutFailed, ShardTransferError) as error:
             node.counters["files"].inc("put_failed")
             raise FileApiError(502, str(error)) from error
