@@ -9,12 +9,11 @@ peers legitimately advertise transports we do not speak.
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass
 
-import multiaddr
 from google.protobuf.message import DecodeError
 
+from protocols.addrs import valid_multiaddr
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.framing import decode_uvarint
 from protocols.pb import dht_pb2
@@ -22,7 +21,6 @@ from protocols.pb import dht_pb2
 MAX_KEY_BYTES = 1024
 MAX_PEERS_PER_LIST = 64
 MAX_ADDRS_PER_PEER = 32
-MAX_ADDR_BYTES = 256
 
 # Multihash codes a libp2p PeerID may use: identity (inlined small keys such
 # as ed25519) and sha2-256 (hashed larger keys).
@@ -90,25 +88,6 @@ def is_valid_peer_id(raw: bytes) -> bool:
     return code[0] == _IDENTITY and 0 < digest_len <= _MAX_IDENTITY_DIGEST
 
 
-def _valid_addr(raw: bytes) -> bool:
-    if not raw or len(raw) > MAX_ADDR_BYTES:
-        return False
-    return _round_trips(raw)
-
-
-# The same few addresses arrive in every lookup response, and parsing them
-# was ~25% of a lookup's CPU; the answer for given bytes never changes.
-@functools.lru_cache(maxsize=8192)
-def _round_trips(raw: bytes) -> bool:
-    # multiaddr 0.2.0 keeps bytes unparsed until printed, and prints some
-    # truncated input anyway; only bytes that survive a round trip are valid.
-    try:
-        text = str(multiaddr.Multiaddr(raw))
-        return bytes(multiaddr.Multiaddr(text).to_bytes()) == raw
-    except Exception:  # the multiaddr package raises many unrelated types on junk
-        return False
-
-
 def _peer_from_pb(pb: dht_pb2.Message.Peer) -> PeerInfo:
     if not is_valid_peer_id(pb.id):
         raise RemoteProtocolError("bad_peer_id", pb.id[:64].hex())
@@ -118,7 +97,7 @@ def _peer_from_pb(pb: dht_pb2.Message.Peer) -> PeerInfo:
         connection = Connection(pb.connection)
     except ValueError:
         connection = Connection.NOT_CONNECTED
-    addrs = tuple(a for a in pb.addrs if _valid_addr(a))
+    addrs = tuple(a for a in pb.addrs if valid_multiaddr(a))
     return PeerInfo(peer_id=pb.id, addrs=addrs, connection=connection)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from protocols.addrs import valid_multiaddr
 from protocols.errors import RemoteProtocolError
 from protocols.pb import ping_pb2
 
@@ -86,7 +87,8 @@ def decode_pong(data: bytes) -> Pong:
         received_at_ms=pb.received_at_ms,
         status=NodeStatus(
             version=status.version,
-            listen_addrs=tuple(status.listen_addrs),
+            # Junk addresses are dropped, as in Kademlia peer records.
+            listen_addrs=tuple(a for a in status.listen_addrs if valid_multiaddr(a)),
             free_storage_bytes=status.free_storage_bytes,
             tiers=tiers,
         ),

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.kad_dht.pb import kademlia_pb2
 
+from protocols.addrs import MAX_ADDR_BYTES
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.framing import encode_uvarint
 from protocols.kad.messages import (
-    MAX_ADDR_BYTES,
     MAX_ADDRS_PER_PEER,
     MAX_KEY_BYTES,
     MAX_PEERS_PER_LIST,

@@ -92,7 +92,10 @@ nonces = st.binary(min_size=MIN_NONCE, max_size=MAX_NONCE)
 statuses = st.builds(
     NodeStatus,
     version=st.text(max_size=MAX_VERSION_CHARS),
-    listen_addrs=st.lists(st.binary(max_size=40), max_size=MAX_LISTEN_ADDRS).map(tuple),
+    listen_addrs=st.lists(
+        st.sampled_from([ADDR, multiaddr.Multiaddr("/ip6/::1/tcp/4001").to_bytes()]),
+        max_size=MAX_LISTEN_ADDRS,
+    ).map(tuple),
     free_storage_bytes=UINT64,
     tiers=st.lists(st.sampled_from(Tier), max_size=6).map(tuple),
 )
@@ -353,3 +356,18 @@ async def test_ping_malformed_pong_is_remote_error() -> None:
         with pytest.raises(RemoteProtocolError) as info:
             await ping(network.open, b"\x00\x01R")
     assert info.value.reason == "bad_status"
+
+
+def test_junk_listen_addresses_are_dropped() -> None:
+    pong = Pong(
+        nonce=b"n" * MIN_NONCE,
+        sent_at_ms=1,
+        received_at_ms=2,
+        status=NodeStatus(
+            version="v",
+            listen_addrs=(ADDR, b"\x04\x7f", b"", b"\xff" * 300),
+            free_storage_bytes=0,
+            tiers=(),
+        ),
+    )
+    assert decode_pong(encode_pong(pong)).status.listen_addrs == (ADDR,)
