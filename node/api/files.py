@@ -153,6 +153,7 @@ def _put_options(node: NodeService, scope: Scope) -> PutOptions:
         description=one("description"),
         public=one("public") in ("1", "true", "yes"),
         size_hint=int(size_text) if size_text else None,
+        segment_size_fixed=bool(segment_text),
     )
 
 

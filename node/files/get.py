@@ -37,6 +37,7 @@ from node.files.segment_fetch import (
     ShardHashMismatch,
     fetch_segment,
 )
+from node.files.sizing import segments_in_flight
 from protocols.kad.messages import PeerInfo
 
 
@@ -122,7 +123,7 @@ async def read_file(
     codec = ErasureCodec(manifest.codec.k, manifest.codec.m)
     report = GetReport()
     limiter = trio.CapacityLimiter(workers)
-    slots = trio.Semaphore(lookahead)
+    slots = trio.Semaphore(segments_in_flight(lookahead, manifest.segment_size))
     n = len(manifest.segments)
     results: list[bytes | None] = [None] * n
     ready = [trio.Event() for _ in range(n)]

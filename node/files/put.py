@@ -37,11 +37,12 @@ from node.content.manifest import (
     manifest_id,
     manifest_record_key,
 )
-from node.content.segment import MAX_SEGMENTS, segment_size_for
+from node.content.segment import MAX_SEGMENTS
 from node.content.segment_codec import EncodedSegment, encode_segment
 from node.files.failures import first_of
 from node.files.network import FileNetwork, ShardTransferError
 from node.files.placement import choose_holders
+from node.files.sizing import choose_segment_size, segments_in_flight
 from node.tiers import TierPolicy
 from protocols.kad.messages import PeerInfo
 
@@ -61,6 +62,8 @@ class PutOptions:
     public: bool = False
     # The total size when known in advance: large files get larger segments.
     size_hint: int | None = None
+    # True when the caller chose segment_size on purpose: never grow it then.
+    segment_size_fixed: bool = False
     lookahead: int = 4
     workers: int = 2
 
@@ -159,13 +162,17 @@ async def put_file(
     policy = options.policy
     codec = ErasureCodec(policy.k, policy.m)
     key = None if options.public else new_content_key()
-    segment_size = segment_size_for(options.size_hint, options.segment_size)
+    segment_size = (
+        options.segment_size
+        if options.segment_size_fixed
+        else choose_segment_size(options.size_hint, options.segment_size)
+    )
     storer = _SegmentStorer(net, policy)
     entries: dict[int, SegmentEntry] = {}
     under_replicated = 0
     total = 0
     limiter = trio.CapacityLimiter(options.workers)
-    slots = trio.Semaphore(options.lookahead)
+    slots = trio.Semaphore(segments_in_flight(options.lookahead, segment_size))
 
     async def encode_and_store(index: int, data: bytes) -> None:
         nonlocal under_replicated
