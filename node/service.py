@@ -37,6 +37,7 @@ from node.files.repair import RepairReport, repair_file
 from node.files.segment_fetch import HolderStats
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
+from node.identity import IDENTITY_PREFIX, IdentityRecordValidator
 from node.records.book import RecordBook
 from node.records.names import NAME_PREFIX, NameValidator
 from node.records.store import RecordStore
@@ -155,6 +156,7 @@ class NodeService:
             {
                 BLOB_PREFIX: BlobValidator(config.max_record_size),
                 MANIFEST_PREFIX: ManifestValidator(config.max_record_size),
+                IDENTITY_PREFIX: IdentityRecordValidator(),
                 NAME_PREFIX: NameValidator(),
             }
         )
