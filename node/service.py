@@ -29,12 +29,12 @@ from libp2p.peer.id import ID
 from bootstrap.peers import default_peers, parse_peer_addrs
 from node.api.client import API_PORT_FILE
 from node.config import NodeConfig
-from node.content.manifest import ManifestError, decode_manifest, manifest_record_key
+from node.content.errors import ContentError
+from node.content.manifest import decode_manifest, manifest_record_key
 from node.dht import Dht, dialable
 from node.files.get import GetFailed, NotFound
 from node.files.node_network import NodeFileNetwork
 from node.files.repair import RepairReport, repair_file
-from node.files.segment_fetch import HolderStats
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
 from node.identity import IDENTITY_PREFIX, IdentityRecordValidator
@@ -79,7 +79,7 @@ TIERS = {"hot": Tier.HOT, "warm": Tier.WARM, "cold": Tier.COLD, "archive": Tier.
 
 
 # A failed repair of one file is logged; the loop goes on with the next.
-REPAIR_FAILURES: tuple[type[BaseException], ...] = (GetFailed, ManifestError, *PEER_FAILURES)
+REPAIR_FAILURES: tuple[type[BaseException], ...] = (GetFailed, ContentError, *PEER_FAILURES)
 
 
 def package_version() -> str:
@@ -182,7 +182,6 @@ class NodeService:
         )
         self.store_handlers = StoreHandlers(self.holder)
         self.store_client = StoreClient(self.open_stream)
-        self.holder_stats = HolderStats()
         self.files = NodeFileNetwork(
             dht=self.dht,
             client=self.store_client,
@@ -313,7 +312,7 @@ class NodeService:
         raw = await self.files.find_record(manifest_record_key(content_id))
         if raw is None:
             raise NotFound("no node has the manifest for this content ID")
-        report = await repair_file(self.files, decode_manifest(raw), stats=self.holder_stats)
+        report = await repair_file(self.files, decode_manifest(raw))
         self.counters["files"].inc("shards_rebuilt", report.shards_rebuilt)
         if report.lost_segments:
             self.counters["files"].inc("segments_lost", len(report.lost_segments))

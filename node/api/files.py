@@ -10,6 +10,7 @@ a secret key, so it travels in request bodies and responses, never in a URL
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from node.content.address import (
     parse_cid,
     parse_reference,
 )
+from node.content.errors import ContentError
 from node.content.manifest import EncryptionScheme, Manifest, ManifestError
 from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
 from node.files.failures import first_of
@@ -41,6 +43,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_JSON_BODY = 64 << 10
+# ASCII digits only (str.isdigit accepts "²"), and no more than fit a uint64.
+_DECIMAL = re.compile(r"[0-9]{1,20}")
 
 
 class FileApiError(Exception):
@@ -132,12 +136,12 @@ def _put_options(node: NodeService, scope: Scope) -> PutOptions:
     if tier not in TIER_NAMES:
         raise FileApiError(400, f"unknown tier {tier!r} (known: {', '.join(TIER_NAMES)})")
     size_text = one("size")
-    if size_text and not size_text.isdigit():
+    if size_text and not _DECIMAL.fullmatch(size_text):
         raise FileApiError(400, "size must be a non-negative integer")
     segment_text = one("segment_size")
     segment_size = node.config.segment_size
     if segment_text:
-        if not segment_text.isdigit() or not (
+        if not _DECIMAL.fullmatch(segment_text) or not (
             MIN_SEGMENT_SIZE <= int(segment_text) <= MAX_SEGMENT_SIZE
         ):
             raise FileApiError(
@@ -193,7 +197,7 @@ class FileRoutes:
             report = await self.node.repair(ref.digest)
         except NotFound as error:
             raise FileApiError(404, str(error)) from error
-        except ManifestError as error:
+        except ContentError as error:  # includes ManifestError
             raise FileApiError(422, str(error)) from error
         await send_json(
             send,

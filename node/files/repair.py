@@ -20,6 +20,7 @@ import blake3
 import trio
 
 from node.content.erasure import ErasureCodec
+from node.content.errors import ContentError
 from node.content.manifest import Manifest, SegmentEntry
 from node.files.get import fetch_shards
 from node.files.network import FileNetwork, ShardTransferError
@@ -58,6 +59,8 @@ async def repair_file(
     net: FileNetwork, manifest: Manifest, *, stats: HolderStats | None = None
 ) -> RepairReport:
     """Check every segment of ``manifest``; rebuild and re-store shards nobody holds."""
+    # Fresh per repair unless given: a peer once caught serving a bad copy
+    # must not be shunned forever by a long-running node's repairs.
     stats = stats or HolderStats()
     codec = ErasureCodec(manifest.codec.k, manifest.codec.m)
     report = RepairReport(segments=len(manifest.segments))
@@ -89,9 +92,15 @@ async def _repair_segment(
     except SegmentUnavailable:
         report.lost_segments.append(index)
         return
-    shards = await trio.to_thread.run_sync(
-        lambda: codec.encode(codec.decode(fetched.shards, entry.stored_size))
-    )
+    try:
+        shards = await trio.to_thread.run_sync(
+            lambda: codec.encode(codec.decode(fetched.shards, entry.stored_size))
+        )
+    except ContentError:
+        # Shards that hash right but disagree with the manifest's sizes: the
+        # manifest is hostile or broken, and nothing can be rebuilt from it.
+        report.lost_segments.append(index)
+        return
     for i in missing:
         if blake3.blake3(shards[i]).digest() != addresses[i]:
             # Only if the manifest itself is inconsistent: never store it.

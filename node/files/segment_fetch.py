@@ -27,7 +27,9 @@ import blake3
 import trio
 
 # Exceptions a fetch may raise that mean "this holder did not deliver".
-FetchFailure = (OSError, trio.TooSlowError, ValueError, RuntimeError, EOFError)
+# (Our own bugs, say a ValueError, are not on this list: they must surface,
+# not be blamed on a holder and retried elsewhere.)
+FetchFailure = (OSError, trio.TooSlowError, EOFError)
 
 # Latency weight of the newest sample in a holder's moving average.
 EWMA_WEIGHT = 0.3

@@ -17,7 +17,16 @@ import trio
 import trio.lowlevel
 
 from node.content.address import Reference, parse_reference
-from node.content.manifest import decode_manifest
+from node.content.manifest import (
+    Codec,
+    Encryption,
+    EncryptionScheme,
+    Manifest,
+    SegmentEntry,
+    Tier,
+    decode_manifest,
+    encode_manifest,
+)
 from node.files.get import GetFailed, NotFound, read_file, resolve
 from node.files.network import ShardBadCopy, ShardNotHeld, ShardTransferError
 from node.files.put import PutFailed, PutOptions, put_file
@@ -263,3 +272,33 @@ async def test_repair_reports_a_segment_with_too_few_shards_left() -> None:
     report = await repair_file(net, manifest)
     assert report.lost_segments == [0] and not report.healthy
     assert report.shards_rebuilt == 0
+
+
+async def test_repair_of_a_hostile_manifest_reports_the_segment_lost() -> None:
+    # Shards whose hashes match the manifest but whose sizes do not: nothing
+    # can be rebuilt, and the repairer must say so rather than crash.
+    net = ScriptedNetwork(6)
+    shards = [os.urandom(10) for _ in range(6)]
+    addresses = tuple(blake3.blake3(s).digest() for s in shards)
+    for i, shard in enumerate(shards[:5]):
+        net.shards[net.peers[i].peer_id][addresses[i]] = shard
+    plain = 100_000
+    manifest = Manifest(
+        size=plain,
+        segment_size=1 << 20,
+        tier=Tier.WARM,
+        codec=Codec(k=4, m=2),
+        encryption=Encryption(scheme=EncryptionScheme.NONE),
+        segments=(
+            SegmentEntry(
+                plain_size=plain,
+                stored_size=plain,
+                compressed=False,
+                shard_size=plain // 4,
+                shard_addresses=addresses,
+            ),
+        ),
+        created=1,
+    )
+    report = await repair_file(net, decode_manifest(encode_manifest(manifest)))
+    assert report.lost_segments == [0] and report.shards_rebuilt == 0
