@@ -40,6 +40,32 @@ GATEWAY_PREFIX = "/zhtp/"
 OP_TIMEOUT = 60.0
 
 
+# The API has no authentication: it is safe only while nothing but local
+# programs can use it. A browser is the hole: a web page may send requests to
+# 127.0.0.1, and DNS rebinding can even let it read the answers. So the Host
+# header must name a loopback address (defeats rebinding), and every POST
+# must carry CLIENT_HEADER, which a page cannot add without a CORS preflight
+# that this API never grants (defeats cross-site requests with side effects).
+CLIENT_HEADER = b"x-zhtp-client"
+_LOOPBACK_HOSTS = {b"127.0.0.1", b"localhost", b"[::1]"}
+
+
+def _host_name(value: bytes) -> bytes:
+    """``127.0.0.1:8080`` → ``127.0.0.1``; ``[::1]:8080`` → ``[::1]``."""
+    if value.startswith(b"["):
+        return value[: value.find(b"]") + 1]
+    return value.split(b":", 1)[0]
+
+
+def _refusal(scope: Scope) -> str | None:
+    headers = dict(scope.get("headers", []))
+    if _host_name(headers.get(b"host", b"")).lower() not in _LOOPBACK_HOSTS:
+        return "the control API answers only requests addressed to a loopback host"
+    if scope["method"] != "GET" and CLIENT_HEADER not in headers:
+        return f"requests that change state need the {CLIENT_HEADER.decode()} header"
+    return None
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -139,6 +165,10 @@ class ControlApi:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
+            return
+        refusal = _refusal(scope)
+        if refusal is not None:
+            await send_json(send, {"error": refusal}, 403)
             return
         stream_route = self.stream_routes.get((scope["method"], scope["path"]))
         if scope["method"] == "GET" and scope["path"].startswith(GATEWAY_PREFIX):

@@ -48,7 +48,12 @@ class ApiClient:
     def __init__(self, data_dir: Path, *, timeout: float = 90.0, port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port if port is not None else read_api_port(data_dir)
-        self._http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=timeout)
+        self._http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=timeout,
+            # The node refuses state-changing requests without it (see app.py).
+            headers={"x-zhtp-client": "zhtp-cli"},
+        )
 
     def close(self) -> None:
         self._http.close()

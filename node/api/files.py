@@ -273,6 +273,10 @@ class FileRoutes:
                     (b"content-length", str(manifest.size).encode()),
                     # Hex keeps any file name safe inside a header.
                     (b"x-zhtp-name", manifest.name.encode("utf-8").hex().encode()),
+                    # Content comes from anyone and shares the API's origin: a
+                    # browser must never run it as a page of that origin.
+                    (b"content-security-policy", b"sandbox; default-src 'none'"),
+                    (b"x-content-type-options", b"nosniff"),
                 ],
             }
         )

@@ -67,7 +67,7 @@ def bench_lookups(ports: list[int], count: int, rng: random.Random) -> dict[str,
 
 def bench_ping(port: int, target: str, count: int) -> dict[str, float]:
     rtts: list[float] = []
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers={"x-zhtp-client": "bench"}) as http:
         for _ in range(count):
             info = http.post(f"http://127.0.0.1:{port}/api/v0/ping", json={"addr": target}).json()
             rtts.append(info["rtt_ms"])
