@@ -77,6 +77,36 @@ def _human(size: float) -> str:
     return f"{size} B"
 
 
+def _check_metadata(name: str, mime: str, tags: tuple[str, ...], description: str) -> None:
+    """Refuse metadata the manifest cannot carry before any byte is uploaded."""
+    from node.content.manifest import (
+        Codec,
+        Encryption,
+        EncryptionScheme,
+        Manifest,
+        ManifestError,
+        Tier,
+        encode_manifest,
+    )
+
+    probe = Manifest(
+        size=0,
+        segment_size=1 << 20,
+        tier=Tier.WARM,
+        codec=Codec(k=4, m=2),
+        encryption=Encryption(scheme=EncryptionScheme.NONE),
+        segments=(),
+        name=name,
+        mime_type=mime,
+        tags=tags,
+        description=description,
+    )
+    try:
+        encode_manifest(probe)
+    except ManifestError as error:
+        raise FileCommandError(str(error)) from None
+
+
 def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     stdin = args.file == "-"
     path = Path(args.file)
@@ -87,6 +117,7 @@ def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     except OSError as error:
         raise FileCommandError(f"cannot read {args.file}: {error.strerror}") from error
     mime = args.mime or (mimetypes.guess_type(name)[0] if name else None) or ""
+    _check_metadata(name, mime, tuple(args.tag or ()), args.description or "")
     params: list[tuple[str, str | int | bool]] = [("name", name), ("mime", mime)]
     params += [("tag", tag) for tag in args.tag or ()]
     if args.description:

@@ -37,12 +37,11 @@ from node.content.manifest import (
     manifest_id,
     manifest_record_key,
 )
-from node.content.segment import MAX_SEGMENTS
 from node.content.segment_codec import EncodedSegment, encode_segment
 from node.files.failures import first_of
 from node.files.network import FileNetwork, ShardTransferError
 from node.files.placement import choose_holders
-from node.files.sizing import choose_segment_size, segments_in_flight
+from node.files.sizing import choose_segment_size, max_segments, segments_in_flight
 from node.tiers import TierPolicy
 from protocols.kad.messages import PeerInfo
 
@@ -149,6 +148,32 @@ class _SegmentStorer:
         return sum(1 for count in placed if count)
 
 
+def _manifest(
+    options: PutOptions,
+    policy: TierPolicy,
+    key: bytes | None,
+    segment_size: int,
+    segments: tuple[SegmentEntry, ...],
+    size: int,
+    created: int,
+) -> Manifest:
+    return Manifest(
+        size=size,
+        segment_size=segment_size,
+        tier=Tier(policy.name),
+        codec=Codec(k=policy.k, m=policy.m),
+        encryption=Encryption(
+            scheme=EncryptionScheme.NONE if key is None else EncryptionScheme.AES_256_GCM
+        ),
+        segments=segments,
+        name=options.name,
+        mime_type=options.mime_type,
+        tags=options.tags,
+        description=options.description,
+        created=created,
+    )
+
+
 async def put_file(
     net: FileNetwork,
     chunks: AsyncIterator[bytes],
@@ -165,8 +190,12 @@ async def put_file(
     segment_size = (
         options.segment_size
         if options.segment_size_fixed
-        else choose_segment_size(options.size_hint, options.segment_size)
+        else choose_segment_size(options.size_hint, options.segment_size, policy.k + policy.m)
     )
+    segment_limit = max_segments(policy.k + policy.m)
+    # Name, tags, type and description are checked before any byte is stored:
+    # a manifest refused at the end would leave every shard orphaned.
+    encode_manifest(_manifest(options, policy, key, segment_size, (), 0, 0))
     storer = _SegmentStorer(net, policy)
     entries: dict[int, SegmentEntry] = {}
     under_replicated = 0
@@ -204,30 +233,24 @@ async def put_file(
         async with trio.open_nursery() as nursery:
             index = 0
             async for data in _segments(chunks, segment_size):
-                if index >= MAX_SEGMENTS:
+                if index >= segment_limit:
                     raise PutFailed(
-                        f"more than {MAX_SEGMENTS} segments of {segment_size} bytes: pass the size "
-                        "in advance so larger segments are used"
+                        f"more than {segment_limit} segments of {segment_size} bytes: pass the "
+                        "size in advance so larger segments are used"
                     )
                 await slots.acquire()
                 total += len(data)
                 nursery.start_soon(encode_and_store, index, data)
                 index += 1
 
-    manifest = Manifest(
-        size=total,
-        segment_size=segment_size,
-        tier=Tier(policy.name),
-        codec=Codec(k=policy.k, m=policy.m),
-        encryption=Encryption(
-            scheme=EncryptionScheme.NONE if key is None else EncryptionScheme.AES_256_GCM
-        ),
-        segments=tuple(entries[i] for i in range(len(entries))),
-        name=options.name,
-        mime_type=options.mime_type,
-        tags=options.tags,
-        description=options.description,
-        created=int(clock()),
+    manifest = _manifest(
+        options,
+        policy,
+        key,
+        segment_size,
+        tuple(entries[i] for i in range(len(entries))),
+        total,
+        int(clock()),
     )
     encoded = encode_manifest(manifest)
     content_id = manifest_id(encoded)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from node.content.segment import segment_size_for
+from node.content.manifest import MAX_MANIFEST_SIZE
+from node.content.segment import MAX_SEGMENT_SIZE, MAX_SEGMENTS, segment_size_for
+
+# Room in a manifest for everything but the segment table (name, tags,
+# description and the fixed fields stay well under this).
+_MANIFEST_HEADER_ROOM = 8 << 10
 
 # Every segment costs each of its shards a lookup, a stream and a provider
 # announcement (about a hundred RPCs per segment), and on a small machine that,
@@ -17,12 +22,28 @@ BULK_SEGMENT_MAX = 8 << 20
 IN_FLIGHT_BUDGET = 24 << 20
 
 
-def choose_segment_size(size_hint: int | None, default: int) -> int:
+def max_segments(shards_per_segment: int) -> int:
+    """How many segments a manifest can list with this many shards each.
+
+    A segment's entry is its shard addresses (34 bytes each with their
+    protobuf envelope) plus about 24 bytes of sizes and flags; the manifest
+    must stay under its 1 MiB cap, so 10+4 files list fewer segments than 4+2.
+    """
+    per_segment = 34 * shards_per_segment + 24
+    return min(MAX_SEGMENTS, (MAX_MANIFEST_SIZE - _MANIFEST_HEADER_ROOM) // per_segment)
+
+
+def choose_segment_size(size_hint: int | None, default: int, shards_per_segment: int = 6) -> int:
     size = segment_size_for(size_hint, default)
-    if size_hint is None or size >= BULK_SEGMENT_MAX:
+    if size_hint is None:
         return size
-    wanted = -(-size_hint // BULK_SEGMENTS)
-    return max(size, min(1 << max(wanted - 1, 0).bit_length(), BULK_SEGMENT_MAX))
+    if size < BULK_SEGMENT_MAX:
+        wanted = -(-size_hint // BULK_SEGMENTS)
+        size = max(size, min(1 << max(wanted - 1, 0).bit_length(), BULK_SEGMENT_MAX))
+    limit = max_segments(shards_per_segment)
+    while -(-size_hint // size) > limit and size < MAX_SEGMENT_SIZE:
+        size *= 2
+    return size
 
 
 def segments_in_flight(lookahead: int, segment_size: int) -> int:

@@ -52,3 +52,13 @@ def test_segment_size_is_a_power_of_two_multiple_within_bounds(size: int) -> Non
 def test_in_flight_segments_fit_the_budget(segment: int, expected: int) -> None:
     assert segments_in_flight(4, segment) == expected
     assert expected * segment <= max(IN_FLIGHT_BUDGET, 2 * segment)
+
+
+def test_wide_codes_list_fewer_segments_so_their_manifest_fits() -> None:
+    from node.files.sizing import max_segments
+
+    assert max_segments(6) == MAX_SEGMENTS
+    assert max_segments(14) < max_segments(9) < MAX_SEGMENTS
+    # A 100 GiB archive (10+4) file gets segments large enough to fit.
+    size = choose_segment_size(100 << 30, MIB, 14)
+    assert -(-(100 << 30) // size) <= max_segments(14)

@@ -22,6 +22,7 @@ from node.content.manifest import (
     Encryption,
     EncryptionScheme,
     Manifest,
+    ManifestError,
     SegmentEntry,
     Tier,
     decode_manifest,
@@ -302,3 +303,11 @@ async def test_repair_of_a_hostile_manifest_reports_the_segment_lost() -> None:
     )
     report = await repair_file(net, decode_manifest(encode_manifest(manifest)))
     assert report.lost_segments == [0] and report.shards_rebuilt == 0
+
+
+async def test_bad_metadata_is_refused_before_anything_is_stored() -> None:
+    net = ScriptedNetwork(8)
+    with pytest.raises(ManifestError, match="tags"):
+        await put(net, os.urandom(3 * SEGMENT), tags=("a", "a"))
+    assert all(not held for held in net.shards.values())
+    assert net.records == {}
