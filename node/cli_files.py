@@ -161,6 +161,21 @@ def _failure_reason(client: ApiClient, request_id: str) -> str:
         return "the node stopped sending (see its log)"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     request_id = uuid.uuid4().hex
     out_path = Path(args.output) if args.output else None
@@ -170,6 +185,7 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     started = time.monotonic()
     received = 0
     temp: Path | None = None
+    sink: BinaryIO | None = None
     try:
         with client.download(
             "/api/v0/get", {"ref": args.ref}, headers={"x-zhtp-request": request_id}
@@ -180,16 +196,15 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
                     dir=out_path.parent if str(out_path.parent) else ".", prefix=".zhtp-get-"
                 )
                 temp = Path(name)
-                sink: BinaryIO = os.fdopen(fd, "wb")
-            else:
-                sink = sys.stdout.buffer
+                sink = os.fdopen(fd, "wb")
+            out = sink if sink is not None else sys.stdout.buffer
             with _progress(args, expected, "get") as bar:
                 try:
                     for chunk in response.iter_bytes(READ_CHUNK):
-                        sink.write(chunk)
+                        out.write(chunk)
                         received += len(chunk)
                         _advance(bar, len(chunk))
-                except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+                except httpx.TransportError as error:  # cut off, reset, or silent too long
                     raise FileCommandError(
                         f"transfer cut short after {received} of {expected} bytes: "
                         f"{_failure_reason(client, request_id)}"
@@ -199,15 +214,20 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
                     f"transfer cut short after {received} of {expected} bytes: "
                     f"{_failure_reason(client, request_id)}"
                 )
-            sink.flush()
-            if temp is not None and out_path is not None:
+            out.flush()
+            if sink is not None and temp is not None and out_path is not None:
                 os.fsync(sink.fileno())
+                # mkstemp made it 0600; a finished file gets the user's usual mode.
+                os.fchmod(sink.fileno(), 0o666 & ~_umask())
                 sink.close()
                 os.replace(temp, out_path)
                 temp = None
+                _fsync_directory(out_path.parent if str(out_path.parent) else Path("."))
     except OSError as error:
         raise FileCommandError(f"cannot write the output: {error.strerror or error}") from error
     finally:
+        if sink is not None and not sink.closed:
+            sink.close()
         if temp is not None:
             temp.unlink(missing_ok=True)
     seconds = time.monotonic() - started

@@ -140,3 +140,5 @@ class ApiClient:
                 yield response
         except httpx.ConnectError:
             raise ApiUnavailable(f"the node for {self.data_dir} does not answer") from None
+        except httpx.TimeoutException:
+            raise ApiUnavailable("the node stopped answering during the download") from None
