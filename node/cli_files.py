@@ -176,6 +176,18 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _ref_of(args: argparse.Namespace) -> str:
+    if (args.ref is None) == (args.ref_file is None):
+        raise FileCommandError("give a CID or capability, or --ref-file (one of the two)")
+    if args.ref is not None:
+        return str(args.ref)
+    try:
+        text = sys.stdin.read() if args.ref_file == "-" else Path(args.ref_file).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FileCommandError(f"cannot read {args.ref_file}: {error}") from None
+    return text.strip()
+
+
 def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     request_id = uuid.uuid4().hex
     out_path = Path(args.output) if args.output else None
@@ -188,7 +200,7 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     sink: BinaryIO | None = None
     try:
         with client.download(
-            "/api/v0/get", {"ref": args.ref}, headers={"x-zhtp-request": request_id}
+            "/api/v0/get", {"ref": _ref_of(args)}, headers={"x-zhtp-request": request_id}
         ) as response:
             expected = int(response.headers.get("content-length", "0"))
             if out_path is not None:
@@ -313,7 +325,14 @@ def add_file_commands(
     p.add_argument("--mime", help="MIME type (default: guessed from the name)")
     p.add_argument("--description", help="free-text description")
     p = command("get", run(cmd_get, get_text), "fetch a file by CID or capability")
-    p.add_argument("ref", help="a CID (public content) or a zhtp://<cid>#<key> capability")
+    p.add_argument(
+        "ref", nargs="?", help="a CID (public content) or a zhtp://<cid>#<key> capability"
+    )
+    p.add_argument(
+        "--ref-file",
+        help="read the CID or capability from this file (- for stdin), keeping the key "
+        "out of shell history and the process list",
+    )
     p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p = command(
         "ls",

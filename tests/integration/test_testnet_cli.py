@@ -274,6 +274,15 @@ def test_file_put_on_one_node_get_on_another(net: Net, tmp_path: Path) -> None:
     got = zhtp("--data-dir", net.data_dir(NODES - 1), "get", put["capability"], "-o", out)
     assert got.returncode == 0, got.stderr
     assert out.read_bytes() == payload
+    # The capability can also come from a file, out of argv and shell history.
+    cap_file = tmp_path / "cap.txt"
+    cap_file.write_text(put["capability"] + "\n")
+    again = tmp_path / "again.jpg"
+    got = zhtp("--data-dir", net.data_dir(2), "get", "--ref-file", cap_file, "-o", again)
+    assert got.returncode == 0, got.stderr
+    assert again.read_bytes() == payload
+    neither = zhtp("--data-dir", net.data_dir(2), "get", "-o", again)
+    assert "one of the two" in one_error_line(neither)
     stat = ok_json(zhtp("--data-dir", net.data_dir(2), "stat", put["cid"], "--json"))
     assert stat["name"] == "photo.jpg" and stat["mime_type"] == "image/jpeg"
     assert stat["tags"] == ["holiday"] and stat["size"] == len(payload)
