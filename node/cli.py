@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from node.api.client import ApiClient, ApiFailed, ApiUnavailable
 from node.cli_files import FileCommandError, add_file_commands
+from node.cli_identity import IdentityCommandError, add_identity_commands, identity_text
 from node.config import ConfigError, NodeConfig, load_config, resolve_data_dir, write_config
 
 
@@ -41,6 +42,19 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(args.data_dir)
+
+
+def _identity_command(
+    fn: Callable[[argparse.Namespace], dict[str, Any]],
+) -> Callable[[argparse.Namespace], None]:
+    def handler(args: argparse.Namespace) -> None:
+        try:
+            info = fn(args)
+        except IdentityCommandError as error:
+            raise CliError(str(error)) from None
+        _emit(args, info, identity_text(info))
+
+    return handler
 
 
 def _file_command(
@@ -365,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True)
 
     add_file_commands(command, _file_command)
+    add_identity_commands(commands, common, _identity_command, _Parser)
 
     p = command("demo", cmd_demo, "start a local testnet, put and get a record, stop it")
     p.add_argument("-n", "--nodes", type=int, default=6)
