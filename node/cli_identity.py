@@ -159,12 +159,11 @@ def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
     contacts = Path(args.data_dir) / CONTACTS_DIR
     path = contacts / f"{format_identity_id(public.identity_id)}.pub"
     known = _stored_contact(path)
-    if known is not None:
-        if known.sequence > public.sequence:
-            raise IdentityCommandError(
-                f"already know a newer record of {info['identity']} "
-                f"(sequence {known.sequence} > {public.sequence}); kept it"
-            )
+    if known is not None and known.sequence > public.sequence:
+        raise IdentityCommandError(
+            f"already know a newer record of {info['identity']} "
+            f"(sequence {known.sequence} > {public.sequence}); kept it"
+        )
     contacts.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_file_atomically(path, record, mode=0o644)
     return {**info, "stored": str(path)}
