@@ -139,9 +139,6 @@ def _stored_contact(path: Path) -> PublicIdentity | None:
 
 
 def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
-    from node.identity import format_identity_id, verify_identity_record
-    from node.storage.atomic import write_file_atomically
-
     try:
         raw = sys.stdin.read(MAX_TEXT + 1) if args.file == "-" else Path(args.file).read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -154,6 +151,13 @@ def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
         record = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise IdentityCommandError("the exported identity is not valid base64url") from None
+    return _store_contact(args, record)
+
+
+def _store_contact(args: argparse.Namespace, record: bytes) -> dict[str, Any]:
+    from node.identity import format_identity_id, verify_identity_record
+    from node.storage.atomic import write_file_atomically
+
     info = _describe(record)
     public = verify_identity_record(record)
     contacts = Path(args.data_dir) / CONTACTS_DIR
@@ -169,11 +173,47 @@ def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
     return {**info, "stored": str(path)}
 
 
+def cmd_publish(args: argparse.Namespace) -> dict[str, Any]:
+    """Store this identity's signed record in the DHT, where others can look it up."""
+    from node.api.client import ApiClient
+    from node.identity import identity_key, verify_identity_record
+    from node.records.validators import format_key
+
+    record = _own_record(args)
+    info = _describe(record)
+    key = format_key(identity_key(verify_identity_record(record).identity_id))
+    with ApiClient(Path(args.data_dir)) as api:
+        put = api.post_bytes("/api/v0/dht/put", record, key=key)
+    return {**info, "accepted": put["accepted"], "target": put["target"]}
+
+
+def cmd_lookup(args: argparse.Namespace) -> dict[str, Any]:
+    """Find an identity by its ID in the DHT, verify it, and keep it as a contact."""
+    from node.api.client import ApiClient, ApiFailed
+    from node.identity import identity_key, parse_identity_id
+    from node.records.validators import format_key
+
+    try:
+        wanted = parse_identity_id(args.identity)
+    except ValueError as error:
+        raise IdentityCommandError(str(error)) from None
+    with ApiClient(Path(args.data_dir)) as api:
+        try:
+            record = api.get_bytes("/api/v0/dht/get", key=format_key(identity_key(wanted)))
+        except ApiFailed as error:
+            if error.status == 404:
+                raise IdentityCommandError(f"no node has identity {args.identity}") from None
+            raise
+    return _store_contact(args, record)
+
+
 def identity_text(info: dict[str, Any]) -> str:
     lines = [f"identity {info['identity']}", f"  name:     {info['name']}"]
     lines.append(f"  sequence: {info['sequence']}")
     pq = "ML-DSA-65 + Ed25519" if info["post_quantum_signatures"] else "Ed25519"
     lines.append(f"  signs with {pq}; receives keys over X25519 and X-Wing (ML-KEM-768)")
+    if "accepted" in info:
+        lines.append(f"  published: accepted by {info['accepted']} of {info['target']} nodes")
     for label in ("keystore", "stored", "output"):
         if label in info:
             lines.append(f"  {label}: {info[label]}")
@@ -204,3 +244,6 @@ def add_identity_commands(
     p.add_argument("-o", "--output", help="write it to this file")
     p = command("import-public", cmd_import, "remember someone's exported public identity")
     p.add_argument("file", help="the exported text (- for stdin)")
+    command("publish", cmd_publish, "store this identity's record in the DHT (running node)")
+    p = command("lookup", cmd_lookup, "find an identity by ID in the DHT and keep it as a contact")
+    p.add_argument("identity", help="an identity ID (zid1...)")

@@ -330,7 +330,11 @@ class ControlApi:
 
     async def dht_put(self, request: Request) -> Response:
         value = request.body
-        key = blob_key(value)
+        # Without a key the value is a content-addressed blob; with one it may
+        # be any namespace's record (a name, an identity), which the
+        # namespace's validator accepts or refuses.
+        raw_key = request.query.get("key")
+        key = _key(raw_key) if raw_key else blob_key(value)
         try:
             with trio.fail_after(OP_TIMEOUT):
                 report = await self.node.dht.put(key, value)

@@ -333,6 +333,26 @@ def test_get_of_unknown_cid_and_garbage_references(net: Net, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_identity_published_on_one_node_is_found_from_another(net: Net) -> None:
+    env = {**os.environ, "ZHTP_PASSPHRASE": "a passphrase for tests"}
+    alice = net.data_dir(1)
+    created = ok_json(
+        zhtp(
+            "--data-dir", alice, "identity", "new", "--name", "alice", "--force", "--json", env=env
+        )
+    )
+    published = ok_json(zhtp("--data-dir", alice, "identity", "publish", "--json"))
+    assert published["accepted"] >= 1
+    found = ok_json(
+        zhtp("--data-dir", net.data_dir(4), "identity", "lookup", created["identity"], "--json")
+    )
+    assert found["identity"] == created["identity"] and found["name"] == "alice"
+    unknown = "zid1" + "a" * 52
+    missing = zhtp("--data-dir", net.data_dir(4), "identity", "lookup", unknown)
+    assert "no node has identity" in one_error_line(missing)
+
+
+@pytest.mark.slow
 def test_dht_get_of_unknown_key_is_one_error_line(net: Net, tmp_path: Path) -> None:
     unknown = "/zhtp/blob/" + os.urandom(32).hex()
     out = tmp_path / "never.bin"
