@@ -370,8 +370,9 @@ def js_peer(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
     if node is None or npm is None:
         pytest.skip("js-libp2p interop needs node and npm on PATH")
     # The pytest cache keeps the install between runs; without it, install afresh.
-    if pytestconfig.cache is not None:
-        root = pytestconfig.cache.mkdir("js-libp2p-interop")
+    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    if cache is not None:
+        root = cache.mkdir("js-libp2p-interop")
     else:
         root = tmp_path_factory.mktemp("js-libp2p-interop")
     if not (root / "node_modules" / "libp2p" / "package.json").exists():
