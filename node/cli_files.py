@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from node.api.client import ApiClient, ApiFailed
+from node.storage.atomic import fsync_directory
 
 READ_CHUNK = 1 << 20
 
@@ -167,15 +168,6 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_directory(path: Path) -> None:
-    """Make a rename in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _ref_of(args: argparse.Namespace) -> str:
     if (args.ref is None) == (args.ref_file is None):
         raise FileCommandError("give a CID or capability, or --ref-file (one of the two)")
@@ -234,7 +226,7 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
                 sink.close()
                 os.replace(temp, out_path)
                 temp = None
-                _fsync_directory(out_path.parent if str(out_path.parent) else Path("."))
+                fsync_directory(out_path.parent if str(out_path.parent) else Path("."))
     except OSError as error:
         raise FileCommandError(f"cannot write the output: {error.strerror or error}") from error
     finally:

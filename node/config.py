@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
 from node.storage.atomic import write_file_atomically
 from node.tiers import (
     DEFAULT_TIER_POLICIES,
@@ -31,8 +32,6 @@ DATA_DIR_ENV = "ZHTP_PATH"
 
 MIN_REPLICATION = 3
 MAX_REPLICATION = 12
-MIN_SEGMENT_SIZE = 64 << 10
-MAX_SEGMENT_SIZE = 64 << 20
 
 
 class ConfigError(Exception):

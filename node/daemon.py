@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import trio
 
@@ -78,28 +79,24 @@ class DaemonStartError(Exception):
     """The node could not start for a reason its operator can fix (one line)."""
 
 
-def _address_in_use(error: BaseException) -> OSError | None:
-    # The listeners start inside nurseries, so a bind failure arrives wrapped
-    # in (possibly nested) exception groups.
-    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+def _find(error: BaseException, wanted: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception in ``error`` (exception groups included) that is ``wanted``.
+
+    The listeners start inside nurseries, so a start-up failure arrives
+    wrapped in (possibly nested) exception groups.
+    """
+    if wanted(error):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = _address_in_use(inner)
+            found = _find(inner, wanted)
             if found is not None:
                 return found
     return None
 
 
-def _find(error: BaseException, kind: type[Exception]) -> Exception | None:
-    if isinstance(error, kind):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _find(inner, kind)
-            if found is not None:
-                return found
-    return None
+def _is_address_in_use(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno == errno.EADDRINUSE
 
 
 def run_daemon(config: NodeConfig, *, json_output: bool = False) -> None:
@@ -107,11 +104,11 @@ def run_daemon(config: NodeConfig, *, json_output: bool = False) -> None:
     try:
         trio.run(_main, config, json_output)
     except BaseException as error:
-        listen_error = _find(error, ListenError)
+        listen_error = _find(error, lambda e: isinstance(e, ListenError))
         if listen_error is not None:
             raise DaemonStartError(str(listen_error)) from None
-        in_use = _address_in_use(error)
-        if in_use is None:
+        in_use = _find(error, _is_address_in_use)
+        if not isinstance(in_use, OSError):
             raise
         raise DaemonStartError(
             f"cannot listen: address already in use ({in_use.strerror or in_use}); "

@@ -8,7 +8,6 @@ a node that can be talked into plaintext has no transport security at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 
+from node.storage.atomic import write_file_atomically
 from protocols.transport import muxer_options, security_options, use_muxer_classes
 
 KEY_FILE = "node.key"
@@ -45,14 +45,7 @@ def load_or_create_key(data_dir: Path) -> KeyPair:
         return KeyPair(private, private.get_public_key())
     data_dir.mkdir(parents=True, exist_ok=True)
     pair = create_new_key_pair()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pair.private_key.serialize())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_file_atomically(path, pair.private_key.serialize(), mode=0o600)
     return pair
 
 

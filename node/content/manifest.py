@@ -23,7 +23,10 @@ import blake3
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from node.content.encrypt import TAG_SIZE
+from node.content.erasure import MAX_SHARDS
 from node.content.errors import ContentError
+from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
 from protocols.pb import manifest_pb2
 
 __all__ = [
@@ -64,11 +67,10 @@ FORMAT_VERSION = 1
 # of a few GiB; larger files need larger segments.
 MAX_MANIFEST_SIZE = 1 << 20
 
-MIN_SEGMENT_SIZE = 64 << 10
-MAX_SEGMENT_SIZE = 64 << 20
-MAX_SHARDS = 256  # zfec works in GF(2^8): at most 256 distinct shares
 SHARD_ADDRESS_SIZE = 32
-AES_GCM_TAG_SIZE = 16
+# The limits of the stages that wrote the manifest, re-exported here so the
+# validator and the writers can never disagree.
+AES_GCM_TAG_SIZE = TAG_SIZE
 
 MAX_NAME_BYTES = 255  # the common file-system limit for one path component
 MAX_MIME_TYPE_BYTES = 255
