@@ -1,0 +1,1 @@
+"""Market: pricing, contracts, ledger, audits and reputation (no networking)."""
