@@ -108,10 +108,36 @@ def _check_metadata(name: str, mime: str, tags: tuple[str, ...], description: st
         raise FileCommandError(str(error)) from None
 
 
+def _put_level(args: argparse.Namespace) -> str:
+    if args.public and args.encryption not in (None, "none"):
+        raise FileCommandError(f"--public stores unencrypted; it cannot be {args.encryption}")
+    level: str = "none" if args.public else (args.encryption or "capability")
+    if args.with_identity and level not in ("standard", "quantum-resistant"):
+        raise FileCommandError(
+            "--with shares through key capsules: add --encryption standard or quantum-resistant"
+        )
+    return level
+
+
 def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
+    from node import cli_sharing
+
+    level = _put_level(args)
     stdin = args.file == "-"
     path = Path(args.file)
     name = args.name if args.name is not None else ("" if stdin else path.name)
+    tags = tuple(args.tag or ())
+    sealed = level in cli_sharing.SEALED_LEVELS
+    # Names and tags are published under the owner's identity when there is
+    # one; sealing needs it. Unlock it (and find recipients) before uploading
+    # anything, so a wrong passphrase or unknown recipient costs nothing.
+    publishes = args.name is not None or bool(tags)
+    owner = None
+    if sealed or (publishes and cli_sharing.has_identity(args)):
+        owner, owner_record = cli_sharing.load_owner(args)
+    recipients = [
+        cli_sharing.find_identity(args, client, text) for text in args.with_identity or ()
+    ]
     try:
         handle: BinaryIO = sys.stdin.buffer if stdin else path.open("rb")
         size = None if stdin else os.fstat(handle.fileno()).st_size
@@ -127,6 +153,8 @@ def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
         params.append(("tier", args.tier))
     if args.public:
         params.append(("public", "1"))
+    if sealed:
+        params.append(("seal", "1"))
     if size is not None:
         params.append(("size", str(size)))
     with handle, _progress(args, size, "put") as bar:
@@ -134,9 +162,40 @@ def cmd_put(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
             info: dict[str, Any] = client.upload(
                 "/api/v0/put", _read_chunks(handle, lambda n: _advance(bar, n)), params
             )
-            return info
         except OSError as error:
             raise FileCommandError(f"cannot read {args.file}: {error.strerror}") from error
+    info["level"] = level
+    if sealed:
+        assert owner is not None
+        published = cli_sharing.seal_and_publish(
+            client,
+            info,
+            owner=owner,
+            owner_record=owner_record,
+            recipients=recipients,
+            level=level,
+        )
+        # The key now lives only in capsules: neither printed nor in --json.
+        for secret in ("capability", "unpublished_manifest"):
+            info.pop(secret, None)
+        info.update(
+            cid=published["cid"],
+            manifest_holders=published["manifest_holders"],
+            readers=published["readers"],
+        )
+    if owner is not None:
+        from node.content.address import parse_cid
+        from node.identity import format_identity_id
+
+        info["owner"] = format_identity_id(owner.identity_id)
+        if args.name is not None and name:
+            sequence = cli_sharing.publish_name(client, owner, name, info["cid"])
+            info["name_record"] = {"name": f"{name}@{info['owner']}", "sequence": sequence}
+        if tags:
+            info["tags_indexed"] = cli_sharing.publish_tags(
+                client, owner, tags, parse_cid(info["cid"])
+            )
+    return info
 
 
 def put_text(info: dict[str, Any]) -> str:
@@ -145,6 +204,16 @@ def put_text(info: dict[str, Any]) -> str:
         f"  {_human(info['size'])} in {info['segments']} segments, {info['shard_copies']} "
         f"shard copies on {info['holders']} nodes, {info['seconds']:.2f} s"
     )
+    if "readers" in info:
+        lines.append(
+            f"  {info['level']}: readable by {info['readers']} identities "
+            f"(owner {info['owner']}); `zhtp get {info['cid']}` opens it with your identity"
+        )
+    if "name_record" in info:
+        record = info["name_record"]
+        lines.append(f"  name: {record['name']} (version {record['sequence']})")
+    if "tags_indexed" in info:
+        lines.append(f"  indexed under {info['tags_indexed']} tags")
     if info["under_replicated_segments"]:
         lines.append(
             f"  warning: {info['under_replicated_segments']} segments have fewer shards "
@@ -191,8 +260,11 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> dict[str, Any]:
     temp: Path | None = None
     sink: BinaryIO | None = None
     try:
+        from node.cli_sharing import open_reference
+
+        ref = open_reference(args, client, _ref_of(args))
         with client.download(
-            "/api/v0/get", {"ref": _ref_of(args)}, headers={"x-zhtp-request": request_id}
+            "/api/v0/get", {"ref": ref}, headers={"x-zhtp-request": request_id}
         ) as response:
             expected = int(response.headers.get("content-length", "0"))
             if out_path is not None:
@@ -316,10 +388,29 @@ def add_file_commands(
     p.add_argument("--name", help="name recorded in the manifest (default: the file's name)")
     p.add_argument("--mime", help="MIME type (default: guessed from the name)")
     p.add_argument("--description", help="free-text description")
-    p = command("get", run(cmd_get, get_text), "fetch a file by CID or capability")
     p.add_argument(
-        "ref", nargs="?", help="a CID (public content) or a zhtp://<cid>#<key> capability"
+        "--encryption",
+        choices=["none", "capability", "standard", "quantum-resistant"],
+        help="none = public; capability (default) = a zhtp://cid#key string reads it; "
+        "standard / quantum-resistant = key capsules for your identity and --with identities "
+        "(HPKE over X25519 / X-Wing; quantum-resistant also signs with ML-DSA)",
     )
+    p.add_argument(
+        "--with",
+        dest="with_identity",
+        action="append",
+        metavar="IDENTITY",
+        help="also let this identity (zid1...) read it (repeatable)",
+    )
+    p.add_argument("--passphrase-file", help="read your identity's passphrase from this file")
+    p = command("get", run(cmd_get, get_text), "fetch a file by CID, NAME@OWNER or capability")
+    p.add_argument(
+        "ref",
+        nargs="?",
+        help="a CID, NAME@OWNER (a name record of identity OWNER), or a zhtp://<cid>#<key> "
+        "capability",
+    )
+    p.add_argument("--passphrase-file", help="read your identity's passphrase from this file")
     p.add_argument(
         "--ref-file",
         help="read the CID or capability from this file (- for stdin), keeping the key "
@@ -343,6 +434,30 @@ def add_file_commands(
         "show a file's manifest",
     )
     p.add_argument("ref", help="a CID or capability")
+    from node import cli_sharing
+
+    p = command(
+        "share",
+        run(cli_sharing.cmd_share, cli_sharing.share_text),
+        "let another identity read a file: publishes a new version with their key capsule",
+    )
+    p.add_argument("ref", help="the CID or NAME@OWNER of a version you own")
+    p.add_argument("--with", dest="with_identity", required=True, metavar="IDENTITY")
+    p.add_argument("--passphrase-file", help="read your identity's passphrase from this file")
+    p = command(
+        "revoke",
+        run(cli_sharing.cmd_revoke, cli_sharing.revoke_text),
+        "re-encrypt a file under a fresh key into a new version another identity cannot read",
+    )
+    p.add_argument("ref", help="the CID or NAME@OWNER of a version you own")
+    p.add_argument("--from", dest="from_identity", required=True, metavar="IDENTITY")
+    p.add_argument("--passphrase-file", help="read your identity's passphrase from this file")
+    p = command(
+        "search",
+        run(cli_sharing.cmd_search, cli_sharing.search_text),
+        "find content by tag that you may read (name, size, owner, date)",
+    )
+    p.add_argument("tag")
     p = command(
         "repair",
         run(lambda a, c: c.post_json("/api/v0/repair", {"ref": a.ref}), repair_text),

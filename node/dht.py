@@ -385,10 +385,10 @@ class Dht:
         candidates = [v for v in answers.values() if v is not None]
         if local is not None:
             candidates.append(local)
-        best_index = self.book.best(key, candidates, now) if candidates else None
-        if best_index is None:
+        # The best copy, or in a merging namespace (tags) the union of all.
+        best = self.book.combine(key, candidates, now)
+        if best is None:
             return GetReport(key, None, len(answers), 0, 0, invalid)
-        best = candidates[best_index]
         if local is not None and local != best:
             self.book.accept(key, best, now)
         # Repair: the closest nodes that answered but lack the best copy.

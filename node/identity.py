@@ -291,6 +291,11 @@ class Identity:
         return identity_id_of(self._public_keys[0])
 
     @property
+    def ed25519_public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 public key (RFC 8032): what owner-signed records carry."""
+        return self._public_keys[0]
+
+    @property
     def has_mldsa(self) -> bool:
         return self._mldsa is not None
 

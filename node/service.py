@@ -41,6 +41,7 @@ from node.identity import IDENTITY_PREFIX, IdentityRecordValidator
 from node.records.book import RecordBook
 from node.records.names import NAME_PREFIX, NameValidator
 from node.records.store import RecordStore
+from node.records.tags import TAG_PREFIX, TagIndexValidator
 from node.records.validators import (
     BLOB_PREFIX,
     MANIFEST_PREFIX,
@@ -158,6 +159,7 @@ class NodeService:
                 MANIFEST_PREFIX: ManifestValidator(config.max_record_size),
                 IDENTITY_PREFIX: IdentityRecordValidator(),
                 NAME_PREFIX: NameValidator(),
+                TAG_PREFIX: TagIndexValidator(),
             }
         )
         self.book = RecordBook(self.store, validator)

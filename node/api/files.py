@@ -9,6 +9,7 @@ a secret key, so it travels in request bodies and responses, never in a URL
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from node.access import AccessError, verify_owner
 from node.content.address import (
     AddressError,
     Reference,
@@ -26,12 +28,22 @@ from node.content.address import (
     parse_reference,
 )
 from node.content.errors import ContentError
-from node.content.manifest import EncryptionScheme, Manifest, ManifestError
+from node.content.manifest import (
+    MAX_MANIFEST_SIZE,
+    EncryptionScheme,
+    Manifest,
+    ManifestError,
+    decode_manifest,
+    encode_manifest,
+    manifest_id,
+    manifest_record_key,
+)
 from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
 from node.files.failures import first_of
 from node.files.get import GetFailed, NotFound, read_file, resolve
 from node.files.network import ShardTransferError
 from node.files.put import PutFailed, PutOptions, PutResult, put_file
+from node.files.reencrypt import reencrypt_file
 from node.storage.uploads import UploadEntry
 from node.tiers import TIER_NAMES
 
@@ -81,12 +93,17 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _json_body(receive: Receive) -> dict[str, Any]:
+async def _raw_body(receive: Receive, limit: int) -> bytes:
     raw = bytearray()
     async for chunk in _body_chunks(receive):
         raw += chunk
-        if len(raw) > MAX_JSON_BODY:
+        if len(raw) > limit:
             raise FileApiError(413, "request body too large")
+    return bytes(raw)
+
+
+async def _json_body(receive: Receive) -> dict[str, Any]:
+    raw = await _raw_body(receive, MAX_JSON_BODY)
     try:
         data = json.loads(bytes(raw) or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -122,6 +139,8 @@ def manifest_json(content_id: bytes, manifest: Manifest) -> dict[str, Any]:
         "compressed_segments": sum(1 for s in manifest.segments if s.compressed),
         "stored_bytes": sum(s.shard_size * len(s.shard_addresses) for s in manifest.segments),
         "encryption": manifest.encryption.scheme.value,
+        "level": manifest.level,
+        "readers": len(manifest.encryption.capsules),
     }
 
 
@@ -156,6 +175,7 @@ def _put_options(node: NodeService, scope: Scope) -> PutOptions:
         tags=tuple(query.get("tag", [])),
         description=one("description"),
         public=one("public") in ("1", "true", "yes"),
+        publish=one("seal") not in ("1", "true", "yes"),
         size_hint=int(size_text) if size_text else None,
         segment_size_fixed=bool(segment_text),
     )
@@ -189,7 +209,74 @@ class FileRoutes:
             ("GET", "/api/v0/ls"): self.ls,
             ("GET", "/api/v0/failure"): self.failure,
             ("POST", "/api/v0/repair"): self.repair,
+            ("POST", "/api/v0/manifest"): self.manifest,
+            ("POST", "/api/v0/publish"): self.publish,
+            ("POST", "/api/v0/reencrypt"): self.reencrypt,
         }
+
+    async def manifest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The manifest itself, for a client that checks and opens it with its own keys."""
+        ref = _reference((await _json_body(receive)).get("ref"))
+        manifest = await self._resolve_any(ref)
+        # Re-encoding gives back the exact bytes: decoding accepted only the
+        # canonical encoding, whose hash is the CID.
+        encoded = encode_manifest(manifest)
+        await send_json(
+            send,
+            {"cid": format_cid(ref.digest), "manifest": base64.b64encode(encoded).decode()},
+        )
+
+    async def publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Publish a manifest the owner's client sealed and signed (raw bytes body)."""
+        encoded = await _raw_body(receive, MAX_MANIFEST_SIZE)
+        try:
+            manifest = decode_manifest(encoded)
+            verify_owner(manifest)
+        except (ManifestError, AccessError) as error:
+            self.node.counters["files"].inc("publish_refused")
+            raise FileApiError(422, str(error)) from error
+        content_id = manifest_id(encoded)
+        accepted = await self.node.files.publish_record(manifest_record_key(content_id), encoded)
+        if accepted == 0:
+            raise FileApiError(502, "no node accepted the manifest record")
+        entry = UploadEntry(
+            content_id=content_id,
+            name=manifest.name,
+            size=manifest.size,
+            created=manifest.created,
+            tier=manifest.tier.value,
+            public=manifest.encryption.scheme is EncryptionScheme.NONE,
+            capability=None,
+            tags=manifest.tags,
+        )
+        await trio.to_thread.run_sync(lambda: self.node.uploads.record(entry))
+        await send_json(
+            send,
+            {"cid": format_cid(content_id), "manifest_holders": accepted, "level": manifest.level},
+        )
+
+    async def reencrypt(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Store a file again under a fresh key, unpublished, for the owner to seal (revoke)."""
+        ref = _reference((await _json_body(receive)).get("ref"))
+        if ref.key is None:
+            raise FileApiError(400, "re-encrypting needs the current key (a capability)")
+        manifest = await self._resolve(ref)
+        options = PutOptions(
+            policy=self.node.config.policy(manifest.tier.value),
+            segment_size=manifest.segment_size,
+            segment_size_fixed=True,
+            name=manifest.name,
+            mime_type=manifest.mime_type,
+            tags=manifest.tags,
+            description=manifest.description,
+            size_hint=manifest.size,
+            publish=False,
+        )
+        try:
+            result = await reencrypt_file(self.node.files, manifest, ref.key, options)
+        except (PutFailed, GetFailed, ShardTransferError) as error:
+            raise FileApiError(502, str(error)) from error
+        await send_json(send, put_json(result))
 
     async def repair(self, scope: Scope, receive: Receive, send: Send) -> None:
         ref = _reference((await _json_body(receive)).get("ref"))
@@ -236,7 +323,8 @@ class FileRoutes:
             # Name, tags, MIME type or description the manifest cannot carry.
             raise FileApiError(400, str(error)) from error
         node.counters["files"].inc("puts")
-        await trio.to_thread.run_sync(lambda: node.uploads.record(_entry(result, options)))
+        if options.publish:  # else the sealed manifest is recorded when published
+            await trio.to_thread.run_sync(lambda: node.uploads.record(_entry(result, options)))
         await send_json(send, put_json(result))
 
     async def _resolve_any(self, ref: Reference) -> Manifest:
@@ -346,6 +434,8 @@ def put_json(result: PutResult) -> dict[str, Any]:
     }
     if result.capability is not None:
         out["capability"] = result.capability
+    if result.unpublished_manifest is not None:
+        out["unpublished_manifest"] = base64.b64encode(result.unpublished_manifest).decode()
     return out
 
 

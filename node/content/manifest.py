@@ -16,6 +16,7 @@ applies the same rules, so we never publish what a peer would refuse.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ import blake3
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from node.content.capsules import CapsuleError, EncryptionLevel, KeyCapsule, decode_capsule
+from node.content.capsules import encode_capsule as _encode_capsule
 from node.content.encrypt import TAG_SIZE
 from node.content.erasure import MAX_SHARDS
 from node.content.errors import ContentError
@@ -34,21 +37,26 @@ __all__ = [
     "CODEC_ZFEC_RS",
     "COMPRESSION_LZ4_FRAME",
     "COMPRESSION_NONE",
+    "ED25519_SIGNATURE_SIZE",
     "FORMAT_VERSION",
     "MANIFEST_NAMESPACE",
+    "MAX_CAPSULES",
     "MAX_DESCRIPTION_BYTES",
     "MAX_MANIFEST_SIZE",
     "MAX_MIME_TYPE_BYTES",
     "MAX_NAME_BYTES",
+    "MAX_OWNER_RECORD_BYTES",
     "MAX_SEGMENT_SIZE",
     "MAX_SHARDS",
     "MAX_TAGS",
     "MAX_TAG_BYTES",
     "MIN_SEGMENT_SIZE",
+    "MLDSA65_SIGNATURE_SIZE",
     "SHARD_ADDRESS_SIZE",
     "Codec",
     "Encryption",
     "EncryptionScheme",
+    "KeyWrapping",
     "Manifest",
     "ManifestError",
     "SegmentEntry",
@@ -58,6 +66,8 @@ __all__ = [
     "lz4_frame_bound",
     "manifest_id",
     "manifest_record_key",
+    "signature_size",
+    "unsigned_encoding",
 ]
 
 FORMAT_VERSION = 1
@@ -77,6 +87,13 @@ MAX_MIME_TYPE_BYTES = 255
 MAX_TAGS = 32
 MAX_TAG_BYTES = 64
 MAX_DESCRIPTION_BYTES = 4 << 10
+# Recipients per version: enough for a team, small enough that a
+# quantum-resistant manifest (1.2 KiB per capsule) stays well under the cap.
+MAX_CAPSULES = 256
+# An identity record is at most ~6.7 KiB (node/identity.py); round up.
+MAX_OWNER_RECORD_BYTES = 8 << 10
+ED25519_SIGNATURE_SIZE = 64
+MLDSA65_SIGNATURE_SIZE = 3309
 
 CODEC_ZFEC_RS = "zfec-rs"
 COMPRESSION_LZ4_FRAME = "lz4-frame"
@@ -146,6 +163,32 @@ class EncryptionScheme(enum.Enum):
     AES_256_GCM = "aes-256-gcm"
 
 
+class KeyWrapping(enum.Enum):
+    """Who besides a capability holder can recover the content key."""
+
+    CAPABILITY_ONLY = "capability"
+    STANDARD = "standard"  # HPKE over X25519
+    QUANTUM_RESISTANT = "quantum-resistant"  # HPKE over X-Wing, plus ML-DSA
+
+    @property
+    def capsule_level(self) -> EncryptionLevel | None:
+        return _CAPSULE_LEVEL[self]
+
+
+_CAPSULE_LEVEL: dict[KeyWrapping, EncryptionLevel | None] = {
+    KeyWrapping.CAPABILITY_ONLY: None,
+    KeyWrapping.STANDARD: EncryptionLevel.STANDARD,
+    KeyWrapping.QUANTUM_RESISTANT: EncryptionLevel.QUANTUM_RESISTANT,
+}
+
+
+def signature_size(key_wrapping: KeyWrapping) -> int:
+    """Bytes of an owner signature: Ed25519, plus ML-DSA-65 at quantum-resistant."""
+    if key_wrapping is KeyWrapping.QUANTUM_RESISTANT:
+        return ED25519_SIGNATURE_SIZE + MLDSA65_SIGNATURE_SIZE
+    return ED25519_SIGNATURE_SIZE
+
+
 @dataclass(frozen=True, kw_only=True)
 class Codec:
     k: int
@@ -155,7 +198,18 @@ class Codec:
 
 @dataclass(frozen=True, kw_only=True)
 class Encryption:
+    """How the content is encrypted and who may open it.
+
+    `capsules`, `owner` and `signature` belong to identity-based sharing
+    (node/access.py builds and checks them); a capability-only manifest has
+    none of them.
+    """
+
     scheme: EncryptionScheme
+    key_wrapping: KeyWrapping = KeyWrapping.CAPABILITY_ONLY
+    capsules: tuple[KeyCapsule, ...] = ()
+    owner: bytes = b""  # the owner's signed identity record
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +236,13 @@ class Manifest:
     created: int = 0
     compression: str = COMPRESSION_LZ4_FRAME
 
+    @property
+    def level(self) -> str:
+        """The encryption level as users name it: none, capability, standard, quantum-resistant."""
+        if self.encryption.scheme is EncryptionScheme.NONE:
+            return "none"
+        return self.encryption.key_wrapping.value
+
 
 _TIER_TO_PB: dict[Tier, manifest_pb2.Tier] = {
     Tier.HOT: manifest_pb2.HOT,
@@ -197,9 +258,12 @@ _SCHEME_TO_PB: dict[EncryptionScheme, manifest_pb2.Encryption.Scheme] = {
 }
 _SCHEME_FROM_PB: dict[int, EncryptionScheme] = {int(v): k for k, v in _SCHEME_TO_PB.items()}
 
-# Reserved field numbers get a message saying what they are for, rather than
-# a bare "unknown field".
-_RESERVED_ENCRYPTION_FIELDS = {2: "capsules", 3: "owner", 4: "signature"}
+_WRAPPING_TO_PB: dict[KeyWrapping, manifest_pb2.Encryption.KeyWrapping] = {
+    KeyWrapping.CAPABILITY_ONLY: manifest_pb2.Encryption.CAPABILITY_ONLY,
+    KeyWrapping.STANDARD: manifest_pb2.Encryption.HPKE_X25519,
+    KeyWrapping.QUANTUM_RESISTANT: manifest_pb2.Encryption.HPKE_XWING,
+}
+_WRAPPING_FROM_PB: dict[int, KeyWrapping] = {int(v): k for k, v in _WRAPPING_TO_PB.items()}
 
 
 # -- identity ------------------------------------------------------------------
@@ -235,7 +299,15 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return data
 
 
-def _serialize(manifest: Manifest) -> bytes:
+def unsigned_encoding(manifest: Manifest) -> bytes:
+    """The bytes an owner signs: the manifest's encoding with an empty signature.
+
+    Not validated on its own: `encode_manifest` of the signed manifest is.
+    """
+    return _serialize(manifest, with_signature=False)
+
+
+def _serialize(manifest: Manifest, *, with_signature: bool = True) -> bytes:
     pb = manifest_pb2.Manifest(
         format_version=FORMAT_VERSION,
         size=manifest.size,
@@ -255,7 +327,13 @@ def _serialize(manifest: Manifest) -> bytes:
     pb.codec.k = manifest.codec.k
     pb.codec.m = manifest.codec.m
     pb.encryption.SetInParent()
-    pb.encryption.scheme = _SCHEME_TO_PB[manifest.encryption.scheme]
+    encryption = manifest.encryption
+    pb.encryption.scheme = _SCHEME_TO_PB[encryption.scheme]
+    pb.encryption.capsules.extend(_encode_capsule(c) for c in encryption.capsules)
+    pb.encryption.owner = encryption.owner
+    if with_signature:
+        pb.encryption.signature = encryption.signature
+    pb.encryption.key_wrapping = _WRAPPING_TO_PB[encryption.key_wrapping]
     for segment in manifest.segments:
         pb.segments.add(
             plain_size=segment.plain_size,
@@ -303,7 +381,7 @@ def decode_manifest(data: bytes, *, max_size: int = MAX_MANIFEST_SIZE) -> Manife
 def _reject_unknown_fields(pb: manifest_pb2.Manifest) -> None:
     _reject_unknown_in(pb, None, {})
     _reject_unknown_in(pb.codec, "codec", {})
-    _reject_unknown_in(pb.encryption, "encryption", _RESERVED_ENCRYPTION_FIELDS)
+    _reject_unknown_in(pb.encryption, "encryption", {})
     for i, segment in enumerate(pb.segments):
         _reject_unknown_in(segment, f"segments[{i}]", {})
 
@@ -318,9 +396,7 @@ def _reject_unknown_in(
         number: int = unknown[0].field_number
         if number in reserved:
             field = f"{where}.{reserved[number]}" if where else reserved[number]
-            raise ManifestError(
-                field, f"field {number} is reserved for identity-based sharing, not version 1"
-            )
+            raise ManifestError(field, f"field {number} is reserved")
         raise ManifestError(where, f"unknown field number {number}")
 
 
@@ -338,12 +414,32 @@ def _from_pb(pb: manifest_pb2.Manifest) -> Manifest:
         raw = pb.encryption.scheme
         problem = "missing (SCHEME_UNSPECIFIED)" if raw == 0 else f"unknown value {raw}"
         raise ManifestError("encryption.scheme", problem)
+    wrapping = _WRAPPING_FROM_PB.get(pb.encryption.key_wrapping)
+    if wrapping is None:
+        raise ManifestError(
+            "encryption.key_wrapping", f"unknown value {pb.encryption.key_wrapping}"
+        )
+    if len(pb.encryption.capsules) > MAX_CAPSULES:
+        # Before decoding any: a hostile manifest must not cost 10^5 parses.
+        raise ManifestError("encryption.capsules", f"more than {MAX_CAPSULES}")
+    capsules = []
+    for i, encoded_capsule in enumerate(pb.encryption.capsules):
+        try:
+            capsules.append(decode_capsule(encoded_capsule))
+        except CapsuleError as error:
+            raise ManifestError(f"encryption.capsules[{i}]", str(error)) from None
     return Manifest(
         size=pb.size,
         segment_size=pb.segment_size,
         tier=tier,
         codec=Codec(name=pb.codec.name, k=pb.codec.k, m=pb.codec.m),
-        encryption=Encryption(scheme=scheme),
+        encryption=Encryption(
+            scheme=scheme,
+            key_wrapping=wrapping,
+            capsules=tuple(capsules),
+            owner=pb.encryption.owner,
+            signature=pb.encryption.signature,
+        ),
         segments=tuple(
             SegmentEntry(
                 plain_size=s.plain_size,
@@ -371,6 +467,7 @@ def _check_manifest(m: Manifest) -> None:
     _check_uint64("created", m.created)
     _check_metadata(m)
     _check_codec(m.codec)
+    _check_encryption(m.encryption)
     if not MIN_SEGMENT_SIZE <= m.segment_size <= MAX_SEGMENT_SIZE:
         raise ManifestError(
             "segment_size",
@@ -386,6 +483,42 @@ def _check_manifest(m: Manifest) -> None:
     total = sum(s.plain_size for s in m.segments)
     if total != m.size:
         raise ManifestError("size", f"is {m.size}, but the segments hold {total} bytes")
+
+
+def _check_encryption(e: Encryption) -> None:
+    """Structure only; whether the signature verifies is node/access.py's job."""
+    if e.scheme is EncryptionScheme.NONE and e.key_wrapping is not KeyWrapping.CAPABILITY_ONLY:
+        raise ManifestError("encryption.key_wrapping", "public content has no key to wrap")
+    level = e.key_wrapping.capsule_level
+    if level is None:
+        if e.capsules:
+            raise ManifestError("encryption.capsules", "present without a key wrapping level")
+    else:
+        if not e.capsules:
+            raise ManifestError("encryption.capsules", f"none, but key wrapping is {level.value}")
+        if not e.owner:
+            raise ManifestError("encryption.owner", "missing; capsules need a signing owner")
+    if len(e.capsules) > MAX_CAPSULES:
+        raise ManifestError("encryption.capsules", f"more than {MAX_CAPSULES}")
+    for i, capsule in enumerate(e.capsules):
+        if capsule.level is not level:
+            raise ManifestError(f"encryption.capsules[{i}]", "level differs from key_wrapping")
+    recipients = [c.recipient_id for c in e.capsules]
+    if any(a >= b for a, b in itertools.pairwise(recipients)):
+        raise ManifestError(
+            "encryption.capsules", "not sorted by recipient, or a recipient appears twice"
+        )
+    if len(e.owner) > MAX_OWNER_RECORD_BYTES:
+        raise ManifestError("encryption.owner", f"over {MAX_OWNER_RECORD_BYTES} bytes")
+    if bool(e.owner) != bool(e.signature):
+        missing = "signature" if e.owner else "owner"
+        raise ManifestError(f"encryption.{missing}", "missing; owner and signature come together")
+    if e.signature and len(e.signature) != signature_size(e.key_wrapping):
+        raise ManifestError(
+            "encryption.signature",
+            f"{len(e.signature)} bytes; {e.key_wrapping.value} needs "
+            f"{signature_size(e.key_wrapping)}",
+        )
 
 
 def _check_uint64(field: str, value: int) -> None:

@@ -59,6 +59,10 @@ class PutOptions:
     tags: tuple[str, ...] = ()
     description: str = ""
     public: bool = False
+    # False when the owner's client seals and signs the manifest before it is
+    # published (identity-based access): put stores the shards and returns
+    # the capability-only manifest and its key instead.
+    publish: bool = True
     # The total size when known in advance: large files get larger segments.
     size_hint: int | None = None
     # True when the caller chose segment_size on purpose: never grow it then.
@@ -80,6 +84,8 @@ class PutResult:
     seconds: float
     capability: str | None
     created: int = 0
+    # Set only when the manifest was not published (PutOptions.publish=False).
+    unpublished_manifest: bytes | None = None
 
     @property
     def cid(self) -> str:
@@ -254,9 +260,11 @@ async def put_file(
     )
     encoded = encode_manifest(manifest)
     content_id = manifest_id(encoded)
-    accepted = await net.publish_record(manifest_record_key(content_id), encoded)
-    if accepted == 0:
-        raise PutFailed("no node accepted the manifest record; the file could not be published")
+    accepted = 0
+    if options.publish:
+        accepted = await net.publish_record(manifest_record_key(content_id), encoded)
+        if accepted == 0:
+            raise PutFailed("no node accepted the manifest record; the file could not be published")
     return PutResult(
         content_id=content_id,
         size=total,
@@ -269,4 +277,5 @@ async def put_file(
         seconds=trio.current_time() - started,
         capability=None if key is None else format_capability(content_id, key),
         created=manifest.created,
+        unpublished_manifest=None if options.publish else encoded,
     )

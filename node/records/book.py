@@ -10,6 +10,9 @@ Every record a peer sends, and every copy we hold, is judged by the same
   valid) with the namespace's `select`; only a winner replaces it, so an
   older name record never displaces a newer one;
 - the same bytes again only refresh the receive/republish times;
+- in a namespace whose copies merge (a tag index, many writers), a valid
+  incoming value is united with our copy instead, so concurrent writers
+  never erase each other;
 - a held copy that stops validating (expired, or a namespace whose rules
   tightened) is dropped when it is next read.
 
@@ -75,6 +78,11 @@ class RecordBook:
             if current == value:
                 self._store(key, value, now_ms)
                 return PutOutcome.REFRESHED
+            merger = self.validator.merger_for(key)
+            if merger is not None:
+                merged = merger.merge(key, [current, value], now_ms)
+                self._store(key, merged, now_ms)
+                return PutOutcome.REFRESHED if merged == current else PutOutcome.STORED
             if self.validator.select(key, [current, value]) == 0:
                 return PutOutcome.KEPT_EXISTING
             self._store(key, value, now_ms)
@@ -84,6 +92,29 @@ class RecordBook:
         """Our copy of `key` if it still validates at `now_ms` (else drop it and return None)."""
         with self._lock:
             return self._current(key, now_ms)
+
+    def combine(self, key: bytes, values: Sequence[bytes], now_ms: int) -> bytes | None:
+        """The value to keep from copies collected from several peers; None if none is valid.
+
+        The merged value in a merging namespace, else the best one. Touches no state.
+        """
+        valid = [v for v in values if self._is_valid(key, v, now_ms)]
+        if not valid:
+            return None
+        merger = self.validator.merger_for(key)
+        if merger is not None:
+            try:
+                return merger.merge(key, valid, now_ms)
+            except RecordInvalid:
+                return None
+        return valid[self.validator.select(key, valid)]
+
+    def _is_valid(self, key: bytes, value: bytes, now_ms: int) -> bool:
+        try:
+            self.validator.validate(key, value, now_ms)
+        except RecordInvalid:
+            return False
+        return True
 
     def best(self, key: bytes, values: Sequence[bytes], now_ms: int) -> int | None:
         """Index into `values` of the best valid one; None if none is valid.

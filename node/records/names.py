@@ -2,17 +2,27 @@
 
 Theory of operation
 -------------------
-A name record lets the holder of an ed25519 key publish a value (typically
-the content ID of the newest manifest version) under a stable key, and
-replace it later. The key is ``/zhtp/name/`` + owner + ``/`` + name, where the
-owner is the base58 libp2p PeerID of the key, so anyone can check, from the
-key alone, whose signature a record must carry.
+A name record lets a user identity (node/identity.py) publish a value
+(typically the content ID of the newest manifest version) under a stable key,
+and replace it later. The key is ``/zhtp/name/`` + owner + ``/`` + name, where
+the owner is the text form of the owner's identity ID (``zid1`` + 52 base32
+characters, lower case).
 
-The DHT value is a protobuf `NameRecord` (proto/records.proto). Its ed25519
+Why the identity ID and not a node's libp2p PeerID: a name belongs to a
+person, not to whichever node they publish from, and ``NAME@zid1...`` is all
+a reader needs -- the identity ID alone gives the DHT key (`name_key_for`),
+with no identity record or public key fetched first. The record carries the
+owner's raw 32-byte Ed25519 public key (RFC 8032); a holder checks that it
+hashes to the identity ID in the key, so anyone can check, from the key
+alone, whose signature a record must carry. Small-order keys are refused, as
+for identity records: they "verify" forged signatures on any message.
+
+The DHT value is a protobuf `NameRecord` (proto/records.proto). Its Ed25519
 signature covers `signing_payload`: a domain tag, the record key, the value,
 the sequence and the expiry. Covering the key means a record signed for one
 name cannot be replayed under another; the domain tag means no other
-signature made by the same key (e.g. a libp2p handshake) can pass as one.
+signature made by the same identity key (e.g. its identity record) can pass
+as one.
 
 Replacement rule: a higher sequence wins; on a tie, the later expiry; on a
 tie, the greatest encoded bytes -- so every node, given the same copies,
@@ -28,11 +38,17 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from Crypto.PublicKey.ECC import EccKey
+from Crypto.Signature import eddsa
 from google.protobuf.message import DecodeError
-from libp2p.crypto.ed25519 import Ed25519PublicKey
-from libp2p.crypto.keys import KeyType, PrivateKey, PublicKey
-from libp2p.peer.id import ID
 
+from node.identity import (
+    ED25519_PUBLIC_KEY_SIZE,
+    Identity,
+    format_identity_id,
+    identity_id_of,
+    parse_identity_id,
+)
 from node.records.validators import RecordInvalid
 from protocols.pb import records_pb2
 
@@ -44,6 +60,7 @@ __all__ = [
     "NameValidator",
     "make_name_record",
     "name_key",
+    "name_key_for",
     "parse_name_key",
     "signing_payload",
 ]
@@ -53,7 +70,6 @@ MAX_NAME_SIZE = 128
 SIGNING_DOMAIN = b"zhtp-name-record-v1\x00"
 
 _UINT64_MAX = (1 << 64) - 1
-_ED25519_KEY_SIZE = 32
 _ED25519_SIGNATURE_SIZE = 64
 
 
@@ -64,7 +80,7 @@ class NameRecord:
     value: bytes
     sequence: int
     expires_at_ms: int
-    public_key: bytes  # libp2p protobuf-serialized public key
+    public_key: bytes  # the owner identity's raw 32-byte Ed25519 public key
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -117,34 +133,46 @@ def _check_name(name: str) -> bytes:
     return encoded
 
 
-def _require_ed25519(public_key: PublicKey) -> None:
-    if public_key.get_type() != KeyType.Ed25519:
-        raise ValueError(f"name records are owned by ed25519 keys, not {public_key.get_type()}")
+def name_key_for(identity_id: bytes, name: str) -> bytes:
+    """The DHT key of `name` owned by the identity `identity_id` (32 bytes).
 
-
-def name_key(owner_public_key: PublicKey, name: str) -> bytes:
-    """The DHT key of `name` owned by `owner_public_key` (ValueError on a bad name)."""
-    _require_ed25519(owner_public_key)
-    owner = ID.from_pubkey(owner_public_key).to_base58().encode("ascii")
+    Needs only the ID, not the public key: this is how ``NAME@zid1...`` is
+    resolved. ValueError on a bad ID length or a bad name.
+    """
+    owner = format_identity_id(identity_id).encode("ascii")
     return NAME_PREFIX + owner + b"/" + _check_name(name)
 
 
+def name_key(owner_ed25519_public_key: bytes, name: str) -> bytes:
+    """The DHT key of `name` owned by the identity with this raw Ed25519 public key."""
+    return name_key_for(identity_id_of(owner_ed25519_public_key), name)
+
+
 def parse_name_key(key: bytes) -> tuple[str, str]:
-    """(owner PeerID in base58, name) of a name key; RecordInvalid if malformed."""
+    """(owner identity ID as ``zid1...`` text, name) of a name key; RecordInvalid if malformed."""
     if not key.startswith(NAME_PREFIX):
         raise RecordInvalid("not a name key")
     parts = key[len(NAME_PREFIX) :].split(b"/")
     if len(parts) != 2:
         raise RecordInvalid("name key is not /zhtp/name/<owner>/<name>")
     owner_bytes, name_bytes = parts
-    if not owner_bytes or not owner_bytes.isascii() or not owner_bytes.isalnum():
-        raise RecordInvalid("name key owner is not a base58 PeerID")
+    if not owner_bytes.isascii():
+        raise RecordInvalid("name key owner is not an identity ID")
+    owner = owner_bytes.decode("ascii")
+    try:
+        identity_id = parse_identity_id(owner)
+    except ValueError:
+        raise RecordInvalid("name key owner is not an identity ID") from None
+    # parse_identity_id accepts upper case too; a key has one spelling only,
+    # so one name of one owner lives under exactly one DHT key.
+    if format_identity_id(identity_id) != owner:
+        raise RecordInvalid("name key owner is not a canonical (lower-case) identity ID")
     try:
         name = name_bytes.decode("utf-8")
         _check_name(name)
     except ValueError:  # UnicodeDecodeError is a ValueError too
         raise RecordInvalid("name key has an invalid name") from None
-    return owner_bytes.decode("ascii"), name
+    return owner, name
 
 
 def _length_prefixed(data: bytes) -> bytes:
@@ -167,39 +195,40 @@ def signing_payload(key: bytes, value: bytes, sequence: int, expires_at_ms: int)
 
 
 def make_name_record(
-    private_key: PrivateKey, name: str, value: bytes, sequence: int, expires_at_ms: int
+    owner: Identity, name: str, value: bytes, sequence: int, expires_at_ms: int
 ) -> tuple[bytes, bytes]:
-    """Sign `value` as version `sequence` of `name`; returns (DHT key, DHT value)."""
-    public_key = private_key.get_public_key()
+    """Sign `value` as version `sequence` of `owner`'s `name`; returns (DHT key, DHT value)."""
+    public_key = owner.ed25519_public_key
     key = name_key(public_key, name)
-    signature = private_key.sign(signing_payload(key, value, sequence, expires_at_ms))
+    signature = owner.sign_ed25519(signing_payload(key, value, sequence, expires_at_ms))
     record = NameRecord(
         value=value,
         sequence=sequence,
         expires_at_ms=expires_at_ms,
-        public_key=public_key.serialize(),
+        public_key=public_key,
         signature=signature,
     )
     return key, record.encode()
 
 
-def _ed25519_public_key(serialized: bytes) -> Ed25519PublicKey:
-    # Check the type tag before building a key object: a peer must not make
-    # us parse RSA or secp256k1 material we will refuse anyway.
-    try:
-        message = PublicKey.deserialize_from_protobuf(serialized)
-    except DecodeError:
-        raise RecordInvalid("name record public key is not a libp2p key") from None
-    if message.key_type != KeyType.Ed25519.value:
-        raise RecordInvalid("name record public key is not ed25519")
-    if len(message.data) != _ED25519_KEY_SIZE:
+def _owner_ed25519_key(public_key: bytes, owner: str) -> EccKey:
+    """The record's Ed25519 key, if it is a usable key of the identity `owner`."""
+    if len(public_key) != ED25519_PUBLIC_KEY_SIZE:
         raise RecordInvalid("name record public key has the wrong length")
-    public_key = Ed25519PublicKey.from_bytes(message.data)
-    # Only the canonical serialization: the key bytes are not signed, so any
-    # other encoding of the same key would be a free variant of the record.
-    if public_key.serialize() != serialized:
-        raise RecordInvalid("name record public key is not canonically encoded")
-    return public_key
+    # Hash before decoding the point: it is cheaper, and a key of another
+    # identity is refused whatever it decodes to. The ID covers the exact
+    # bytes, so no other encoding of the owner's key can pass.
+    if format_identity_id(identity_id_of(public_key)) != owner:
+        raise RecordInvalid("name record key does not belong to the owner in the name")
+    try:
+        key = eddsa.import_public_key(public_key)
+    except ValueError:
+        raise RecordInvalid("name record public key is not an Ed25519 curve point") from None
+    # A small-order key (e.g. the neutral point) verifies a forged signature on
+    # any message: an identity with such a key belongs to everyone.
+    if (key.pointQ * 8).is_point_at_infinity():
+        raise RecordInvalid("name record public key has small order")
+    return key
 
 
 class NameValidator:
@@ -223,16 +252,16 @@ class NameValidator:
         # of a signed record (and win the tie-break with padding).
         if record.encode() != value:
             raise RecordInvalid("name record is not canonically encoded")
-        public_key = _ed25519_public_key(record.public_key)
-        if ID.from_pubkey(public_key).to_base58() != owner:
-            raise RecordInvalid("name record key does not belong to the owner in the name")
+        public_key = _owner_ed25519_key(record.public_key, owner)
         if now_ms >= record.expires_at_ms:
             raise RecordInvalid("name record expired")
         if len(record.signature) != _ED25519_SIGNATURE_SIZE:
             raise RecordInvalid("name record signature has the wrong length")
         payload = signing_payload(key, record.value, record.sequence, record.expires_at_ms)
-        if not public_key.verify(payload, record.signature):
-            raise RecordInvalid("name record signature does not verify")
+        try:
+            eddsa.new(public_key, "rfc8032").verify(payload, record.signature)
+        except ValueError:
+            raise RecordInvalid("name record signature does not verify") from None
 
     def select(self, key: bytes, values: Sequence[bytes]) -> int:
         """Highest sequence; then later expiry; then greatest encoded bytes.

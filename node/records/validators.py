@@ -81,6 +81,17 @@ class Validator(Protocol):
         ...
 
 
+class MergingValidator(Validator, Protocol):
+    """A namespace many writers share (a tag index): copies are united, not ranked."""
+
+    def merge(self, key: bytes, values: Sequence[bytes], now_ms: int) -> bytes:
+        """One value holding what every (already valid) value holds, as the rules allow.
+
+        Raises RecordInvalid when nothing valid is left (e.g. every entry expired).
+        """
+        ...
+
+
 def blob_key(value: bytes) -> bytes:
     """The content-addressed key of `value`: prefix + raw BLAKE3-256 digest."""
     return BLOB_PREFIX + blake3.blake3(value).digest()
@@ -127,9 +138,10 @@ class BlobValidator(ContentAddressedValidator):
 class ManifestValidator(ContentAddressedValidator):
     """`/zhtp/manifest/<blake3>`: a file's manifest; its digest is the content ID.
 
-    Beyond the hash, the value must decode as a valid manifest: nodes do not
-    spend storage and bandwidth on bytes no reader could use. Decoding needs
-    no key (the manifest itself is never encrypted).
+    Beyond the hash, the value must decode as a valid manifest, and a signed
+    manifest's signature must verify with its owner's keys: nodes do not
+    spend storage and bandwidth on bytes no reader could use or trust.
+    Neither check needs a key (the manifest itself is never encrypted).
     """
 
     def __init__(self, max_value_size: int = 1 << 20) -> None:
@@ -137,14 +149,22 @@ class ManifestValidator(ContentAddressedValidator):
 
     def validate(self, key: bytes, value: bytes, now_ms: int) -> None:
         super().validate(key, value, now_ms)
-        # Imported here: the content package is not needed by other namespaces.
+        # Imported here: the content package is not needed by other namespaces
+        # (and node.access imports this module).
+        from node.access import AccessError, verify_owner
         from node.content.manifest import ManifestError, decode_manifest
 
         try:
-            decode_manifest(value, max_size=self.max_value_size)
+            manifest = decode_manifest(value, max_size=self.max_value_size)
         except ManifestError as error:
             field = error.field or "encoding"
             raise RecordInvalid(f"manifest does not decode ({field})") from None
+        # A signed manifest whose signature fails is a forgery or damage:
+        # refuse it here, so no node stores or serves it.
+        try:
+            verify_owner(manifest)
+        except AccessError:
+            raise RecordInvalid("manifest owner signature does not verify") from None
 
 
 class NamespacedValidator:
@@ -193,6 +213,11 @@ class NamespacedValidator:
 
     def expires_at_ms(self, key: bytes, value: bytes) -> int | None:
         return self.validator_for(key).expires_at_ms(key, value)
+
+    def merger_for(self, key: bytes) -> MergingValidator | None:
+        """The namespace's validator if its copies merge rather than compete."""
+        validator = self.validator_for(key)
+        return validator if hasattr(validator, "merge") else None  # type: ignore[return-value]
 
 
 def _is_text_key(key: bytes) -> bool:

@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emanifest.proto\x12\rzhtp.manifest\"+\n\x05\x43odec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\t\n\x01m\x18\x03 \x01(\r\"\xa9\x01\n\nEncryption\x12\x30\n\x06scheme\x18\x01 \x01(\x0e\x32 .zhtp.manifest.Encryption.Scheme\";\n\x06Scheme\x12\x16\n\x12SCHEME_UNSPECIFIED\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\x0f\n\x0b\x41\x45S_256_GCM\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x08\x63\x61psulesR\x05ownerR\tsignature\"s\n\x07Segment\x12\x12\n\nplain_size\x18\x01 \x01(\x04\x12\x13\n\x0bstored_size\x18\x02 \x01(\x04\x12\x12\n\ncompressed\x18\x03 \x01(\x08\x12\x12\n\nshard_size\x18\x04 \x01(\x04\x12\x17\n\x0fshard_addresses\x18\x05 \x03(\x0c\"\xd1\x02\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x04\x12!\n\x04tier\x18\x08 \x01(\x0e\x32\x13.zhtp.manifest.Tier\x12\x14\n\x0csegment_size\x18\t \x01(\x04\x12#\n\x05\x63odec\x18\n \x01(\x0b\x32\x14.zhtp.manifest.Codec\x12\x13\n\x0b\x63ompression\x18\x0b \x01(\t\x12-\n\nencryption\x18\x0c \x01(\x0b\x32\x19.zhtp.manifest.Encryption\x12(\n\x08segments\x18\r \x03(\x0b\x32\x16.zhtp.manifest.Segment*F\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x07\n\x03HOT\x10\x01\x12\x08\n\x04WARM\x10\x02\x12\x08\n\x04\x43OLD\x10\x03\x12\x0b\n\x07\x41RCHIVE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emanifest.proto\x12\rzhtp.manifest\"+\n\x05\x43odec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\t\n\x01m\x18\x03 \x01(\r\"\xb1\x02\n\nEncryption\x12\x30\n\x06scheme\x18\x01 \x01(\x0e\x32 .zhtp.manifest.Encryption.Scheme\x12\x10\n\x08\x63\x61psules\x18\x02 \x03(\x0c\x12\r\n\x05owner\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12;\n\x0ckey_wrapping\x18\x05 \x01(\x0e\x32%.zhtp.manifest.Encryption.KeyWrapping\";\n\x06Scheme\x12\x16\n\x12SCHEME_UNSPECIFIED\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\x0f\n\x0b\x41\x45S_256_GCM\x10\x02\"C\n\x0bKeyWrapping\x12\x13\n\x0f\x43\x41PABILITY_ONLY\x10\x00\x12\x0f\n\x0bHPKE_X25519\x10\x01\x12\x0e\n\nHPKE_XWING\x10\x02\"s\n\x07Segment\x12\x12\n\nplain_size\x18\x01 \x01(\x04\x12\x13\n\x0bstored_size\x18\x02 \x01(\x04\x12\x12\n\ncompressed\x18\x03 \x01(\x08\x12\x12\n\nshard_size\x18\x04 \x01(\x04\x12\x17\n\x0fshard_addresses\x18\x05 \x03(\x0c\"\xd1\x02\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x04\x12!\n\x04tier\x18\x08 \x01(\x0e\x32\x13.zhtp.manifest.Tier\x12\x14\n\x0csegment_size\x18\t \x01(\x04\x12#\n\x05\x63odec\x18\n \x01(\x0b\x32\x14.zhtp.manifest.Codec\x12\x13\n\x0b\x63ompression\x18\x0b \x01(\t\x12-\n\nencryption\x18\x0c \x01(\x0b\x32\x19.zhtp.manifest.Encryption\x12(\n\x08segments\x18\r \x03(\x0b\x32\x16.zhtp.manifest.Segment*F\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x07\n\x03HOT\x10\x01\x12\x08\n\x04WARM\x10\x02\x12\x08\n\x04\x43OLD\x10\x03\x12\x0b\n\x07\x41RCHIVE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'manifest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=707
-  _globals['_TIER']._serialized_end=777
+  _globals['_TIER']._serialized_start=843
+  _globals['_TIER']._serialized_end=913
   _globals['_CODEC']._serialized_start=33
   _globals['_CODEC']._serialized_end=76
   _globals['_ENCRYPTION']._serialized_start=79
-  _globals['_ENCRYPTION']._serialized_end=248
-  _globals['_ENCRYPTION_SCHEME']._serialized_start=143
-  _globals['_ENCRYPTION_SCHEME']._serialized_end=202
-  _globals['_SEGMENT']._serialized_start=250
-  _globals['_SEGMENT']._serialized_end=365
-  _globals['_MANIFEST']._serialized_start=368
-  _globals['_MANIFEST']._serialized_end=705
+  _globals['_ENCRYPTION']._serialized_end=384
+  _globals['_ENCRYPTION_SCHEME']._serialized_start=256
+  _globals['_ENCRYPTION_SCHEME']._serialized_end=315
+  _globals['_ENCRYPTION_KEYWRAPPING']._serialized_start=317
+  _globals['_ENCRYPTION_KEYWRAPPING']._serialized_end=384
+  _globals['_SEGMENT']._serialized_start=386
+  _globals['_SEGMENT']._serialized_end=501
+  _globals['_MANIFEST']._serialized_start=504
+  _globals['_MANIFEST']._serialized_end=841
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class Codec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
 
 class Encryption(_message.Message):
-    __slots__ = ("scheme",)
+    __slots__ = ("scheme", "capsules", "owner", "signature", "key_wrapping")
     class Scheme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SCHEME_UNSPECIFIED: _ClassVar[Encryption.Scheme]
@@ -41,9 +41,25 @@ class Encryption(_message.Message):
     SCHEME_UNSPECIFIED: Encryption.Scheme
     NONE: Encryption.Scheme
     AES_256_GCM: Encryption.Scheme
+    class KeyWrapping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        CAPABILITY_ONLY: _ClassVar[Encryption.KeyWrapping]
+        HPKE_X25519: _ClassVar[Encryption.KeyWrapping]
+        HPKE_XWING: _ClassVar[Encryption.KeyWrapping]
+    CAPABILITY_ONLY: Encryption.KeyWrapping
+    HPKE_X25519: Encryption.KeyWrapping
+    HPKE_XWING: Encryption.KeyWrapping
     SCHEME_FIELD_NUMBER: _ClassVar[int]
+    CAPSULES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_WRAPPING_FIELD_NUMBER: _ClassVar[int]
     scheme: Encryption.Scheme
-    def __init__(self, scheme: _Optional[_Union[Encryption.Scheme, str]] = ...) -> None: ...
+    capsules: _containers.RepeatedScalarFieldContainer[bytes]
+    owner: bytes
+    signature: bytes
+    key_wrapping: Encryption.KeyWrapping
+    def __init__(self, scheme: _Optional[_Union[Encryption.Scheme, str]] = ..., capsules: _Optional[_Iterable[bytes]] = ..., owner: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_wrapping: _Optional[_Union[Encryption.KeyWrapping, str]] = ...) -> None: ...
 
 class Segment(_message.Message):
     __slots__ = ("plain_size", "stored_size", "compressed", "shard_size", "shard_addresses")

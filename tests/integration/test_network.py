@@ -92,17 +92,17 @@ async def test_blob_put_get_survives_putter_and_is_rereplicated(tmp_path: Path) 
 
 
 async def test_name_record_update_wins_everywhere(tmp_path: Path) -> None:
-    from libp2p.crypto.ed25519 import create_new_key_pair
+    from node.identity import Identity
 
-    owner = create_new_key_pair()
+    owner = Identity.generate(with_mldsa=False)
     far_future = 4_000_000_000_000
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nodes = await start_network(nursery, tmp_path, 8, replication=5)
             for node in nodes:
                 await wait_for(lambda n=node: len(n.service.dht.table) >= 6)
-            key, v1 = make_name_record(owner.private_key, "site", b"version 1", 1, far_future)
-            _, v2 = make_name_record(owner.private_key, "site", b"version 2", 2, far_future)
+            key, v1 = make_name_record(owner, "site", b"version 1", 1, far_future)
+            _, v2 = make_name_record(owner, "site", b"version 2", 2, far_future)
             assert (await nodes[1].service.dht.put(key, v1)).accepted >= 3
             assert (await nodes[2].service.dht.put(key, v2)).accepted >= 3
             # Replaying the old record is refused by every holder of the new one.

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from libp2p.crypto.ed25519 import create_new_key_pair
 
+from node.identity import Identity
 from node.records.book import PutOutcome, RecordBook
 from node.records.names import NAME_PREFIX, NameRecord, NameValidator, make_name_record
 from node.records.store import RecordStore, StoredRecord
@@ -21,8 +21,20 @@ from node.records.validators import (
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
-OWNER = create_new_key_pair(b"\x03" * 32)
-OTHER = create_new_key_pair(b"\x04" * 32)
+
+
+def _identity(tag: int) -> Identity:
+    # Deterministic and cheap (no ML-DSA key).
+    return Identity(
+        ed25519_seed=bytes([tag]) * 32,
+        x25519_seed=bytes([tag + 0x10]) * 32,
+        xwing_seed=bytes([tag + 0x20]) * 32,
+        mldsa_seed=None,
+    )
+
+
+OWNER = _identity(3)
+OTHER = _identity(4)
 
 
 @pytest.fixture
@@ -44,7 +56,7 @@ def _snapshot(store: RecordStore) -> list[StoredRecord | None]:
 
 
 def _name(seq: int, value: bytes = b"cid", expires: int = NOW + HOUR) -> tuple[bytes, bytes]:
-    return make_name_record(OWNER.private_key, "site", value, seq, expires)
+    return make_name_record(OWNER, "site", value, seq, expires)
 
 
 def test_new_record_is_stored(book: RecordBook, store: RecordStore) -> None:
@@ -85,7 +97,7 @@ def test_invalid_record_changes_nothing(book: RecordBook, store: RecordStore, ta
         # A higher sequence without a signature must not win.
         bad_key, bad = key, NameRecord(b"evil", 99, NOW + HOUR, record.public_key, b"").encode()
     elif tamper == "forged":
-        forged_key, forged = make_name_record(OTHER.private_key, "site", b"evil", 99, NOW + HOUR)
+        forged_key, forged = make_name_record(OTHER, "site", b"evil", 99, NOW + HOUR)
         bad_key, bad = key, forged
         assert forged_key != key
     elif tamper == "garbage":
@@ -169,7 +181,7 @@ def test_best_picks_among_valid(book: RecordBook, store: RecordStore) -> None:
     key, v1 = _name(1)
     _, v3 = _name(3)
     _, expired = _name(7, expires=NOW)
-    forged = make_name_record(OTHER.private_key, "site", b"evil", 99, NOW + HOUR)[1]
+    forged = make_name_record(OTHER, "site", b"evil", 99, NOW + HOUR)[1]
     assert book.best(key, [v1, forged, v3, expired, b"junk"], NOW) == 2
     assert book.best(key, [forged, b"junk", expired], NOW) is None
     assert book.best(key, [], NOW) is None
