@@ -372,6 +372,7 @@ def _owned_version(
 
 def cmd_share(args: argparse.Namespace, api: ApiClient) -> dict[str, Any]:
     from node.access import AccessError, add_recipient
+    from node.content.address import parse_cid
     from node.content.manifest import encode_manifest
     from node.identity import format_identity_id
 
@@ -383,6 +384,7 @@ def cmd_share(args: argparse.Namespace, api: ApiClient) -> dict[str, Any]:
         raise FileCommandError(str(error)) from None
     published = api.post_bytes("/api/v0/publish", encode_manifest(shared))
     moved = move_name_if_current(api, owner, manifest, cid, published["cid"])
+    publish_tags(api, owner, manifest.tags, parse_cid(published["cid"]))
     return {
         "cid": published["cid"],
         "previous": cid,
@@ -435,6 +437,7 @@ def cmd_revoke(args: argparse.Namespace, api: ApiClient) -> dict[str, Any]:
         level=manifest.level,
     )
     moved = move_name_if_current(api, owner, manifest, cid, published["cid"])
+    publish_tags(api, owner, manifest.tags, parse_cid(published["cid"]))
     return {
         "cid": published["cid"],
         "previous": cid,
