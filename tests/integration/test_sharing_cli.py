@@ -191,3 +191,30 @@ def test_two_owners_tagging_alike_are_both_found(people: dict[str, Person], tmp_
     assert {r["cid"] for r in found} == cids
     assert {r["owner"] for r in found} == {alice.identity, carol.identity}
     assert all(r["level"] == "none" for r in found)
+
+
+def test_node_refuses_to_publish_a_tampered_signed_manifest(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    import base64
+    import dataclasses
+
+    from node.api.client import ApiClient, ApiFailed
+    from node.content.manifest import decode_manifest, encode_manifest
+
+    alice, bob = people["alice"], people["bob"]
+    source = tmp_path / "signed.txt"
+    source.write_bytes(b"signed words\n" * 100)
+    cid = alice.ok("put", source, "--encryption", "quantum-resistant")["cid"]
+    with ApiClient(bob.data_dir) as api:
+        reply = api.post_json("/api/v0/manifest", {"ref": cid})
+        manifest = decode_manifest(base64.b64decode(reply["manifest"]))
+        forged = dataclasses.replace(manifest, description="alice never wrote this")
+        with pytest.raises(ApiFailed) as refused:
+            api.post_bytes("/api/v0/publish", encode_manifest(forged))
+        assert refused.value.status == 422
+        assert "does not verify" in str(refused.value)
+        before = len(api.get_json("/api/v0/ls")["uploads"])
+        with pytest.raises(ApiFailed):
+            api.post_bytes("/api/v0/publish", b"\x00not a manifest")
+        assert len(api.get_json("/api/v0/ls")["uploads"]) == before
