@@ -304,7 +304,7 @@ def test_public_file_reads_by_cid_and_encrypted_one_does_not(net: Net, tmp_path:
     assert out.read_bytes() == source.read_bytes()
     private = ok_json(zhtp("--data-dir", net.data_dir(2), "put", source, "--json"))
     denied = zhtp("--data-dir", net.data_dir(0), "get", private["cid"], "-o", tmp_path / "no")
-    assert "needs its capability" in one_error_line(denied)
+    assert "shared by capability only" in one_error_line(denied)
     assert not (tmp_path / "no").exists()
 
 
