@@ -427,7 +427,10 @@ def cmd_revoke(args: argparse.Namespace, api: ApiClient) -> dict[str, Any]:
         if reader not in (revoked, owner.identity_id)
     ]
     capability = format_capability(parse_cid(cid), key)
-    reencrypted = api.post_json("/api/v0/reencrypt", {"ref": capability})
+    # Re-storing the whole file takes as long as a put of it, with no bytes
+    # in between: wait for it without the usual idle timeout.
+    with ApiClient(Path(args.data_dir), timeout=None) as patient:
+        reencrypted = patient.post_json("/api/v0/reencrypt", {"ref": capability})
     published = seal_and_publish(
         api,
         reencrypted,

@@ -45,7 +45,9 @@ def read_api_port(data_dir: Path) -> int:
 
 
 class ApiClient:
-    def __init__(self, data_dir: Path, *, timeout: float = 90.0, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, timeout: float | None = 90.0, port: int | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port if port is not None else read_api_port(data_dir)
         self._http = httpx.Client(
