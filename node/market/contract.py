@@ -120,6 +120,33 @@ Transition signing bytes (version 1)::
     amount             8 bytes  micro-tokens
     digest length      1 byte   0 or 32, then the digest (audit evidence)
     reason             bytes16  UTF-8, at most MAX_REASON_SIZE bytes
+
+Transition encoding (`encode_transition` / `decode_transition`)::
+
+    signing bytes      as above
+    signature count    1 byte   0..MAX_SIGNATURES (2)
+    each signature     1 byte role (1 client, 2 provider), then 64 bytes Ed25519
+
+Roles are strictly ascending (as `sign_transition` keeps them), so a
+transition has exactly one encoding; nothing may follow the last signature.
+At most MAX_TRANSITION_SIZE bytes.
+
+Contract record (version 1; `encode_contract_record`; the DHT value under
+``/zhtp/contract/<contract id>``)::
+
+    domain             RECORD_DOMAIN (31 bytes)
+    version            1 byte   = 1
+    terms              4-byte length 1..MAX_TERMS_SIZE, then `encode_terms` bytes
+    client signature   bytes16  exactly 64 bytes: the proposal signature
+    transition count   2 bytes  0..MAX_RECORD_TRANSITIONS (4096)
+    each transition    bytes16  1..MAX_TRANSITION_SIZE bytes of `encode_transition`
+
+in sequence order, nothing after the last; the whole record is at most
+MAX_RECORD_SIZE (1 MiB). A contract whose history would outgrow either bound
+cannot be published; at typical sizes (~200 bytes a transition) that is some
+4000 transitions, about 2000 audit periods with one pass and one release each.
+`replay` is the one way to read a record: decode the terms, `open_contract`,
+then `apply` each transition in order -- the same rules as a live replica.
 """
 
 from __future__ import annotations
@@ -144,33 +171,46 @@ __all__ = [
     "MAX_CLOCK_SKEW_MS",
     "MAX_PERIODS",
     "MAX_REASON_SIZE",
+    "MAX_RECORD_SIZE",
+    "MAX_RECORD_TRANSITIONS",
     "MAX_SHARDS",
+    "MAX_TRANSITION_SIZE",
     "PROPOSAL_DOMAIN",
+    "RECORD_DOMAIN",
     "REQUIRED_SIGNERS",
     "SIGNATURE_SIZE",
     "TERMS_DOMAIN",
     "TRANSITIONS",
     "TRANSITION_DOMAIN",
     "ContractError",
+    "ContractRecord",
     "ContractState",
     "ContractTerms",
     "Event",
+    "ReplayError",
     "Role",
     "Settlement",
     "ShardTerm",
     "State",
     "Transition",
     "apply",
+    "canonical_transition",
     "compute_contract_id",
+    "contract_record",
     "countersign",
+    "decode_contract_record",
     "decode_terms",
+    "decode_transition",
+    "encode_contract_record",
     "encode_terms",
+    "encode_transition",
     "final_payout",
     "make_transition",
     "open_contract",
     "penalty_due",
     "period_payment",
     "periods_in_term",
+    "replay",
     "seal_terms",
     "sign_proposal",
     "sign_transition",
@@ -490,13 +530,14 @@ def encode_terms(terms: ContractTerms) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, kind: str = "terms") -> None:
         self.data = data
         self.offset = 0
+        self.kind = kind
 
     def take(self, size: int, what: str) -> bytes:
         if self.offset + size > len(self.data):
-            raise ContractError(f"terms truncated in {what}")
+            raise ContractError(f"{self.kind} truncated in {what}")
         chunk = self.data[self.offset : self.offset + size]
         self.offset += size
         return chunk
@@ -981,13 +1022,6 @@ def apply(state: ContractState, transition: Transition, now_ms: int) -> Contract
     )
 
 
-def _encode_transition(t: Transition) -> bytes:
-    parts = [transition_signing_bytes(t), bytes([len(t.signatures)])]
-    for role, signature in t.signatures:
-        parts.append(bytes([role]) + signature)
-    return b"".join(parts)
-
-
 def state_digest(state: ContractState) -> bytes:
     """BLAKE3-256 over everything in `state`: replicas in agreement have equal digests."""
 
@@ -1017,7 +1051,7 @@ def state_digest(state: ContractState) -> bytes:
     ]
     history = blake3.blake3()
     for t in state.history:
-        encoded = _encode_transition(t)
+        encoded = encode_transition(t)
         history.update(struct.pack(">I", len(encoded)) + encoded)
     parts.append(history.digest())
     if state.settlement is None:
@@ -1035,3 +1069,211 @@ def state_digest(state: ContractState) -> bytes:
             )
         )
     return _hash(b"".join(parts))
+
+
+# -- wire encodings: transitions and contract records ----------------------------------
+
+_TRANSITION_FIXED: Final = struct.Struct(">QQBIQ")
+MAX_TRANSITION_SIZE: Final = (
+    len(TRANSITION_DOMAIN)
+    + DIGEST_SIZE
+    + _TRANSITION_FIXED.size
+    + 1
+    + DIGEST_SIZE
+    + 2
+    + MAX_REASON_SIZE
+    + 1
+    + MAX_SIGNATURES * (1 + SIGNATURE_SIZE)
+)
+RECORD_DOMAIN: Final = b"zhtp/market/contract-record/v1\x00"
+RECORD_VERSION: Final = 1
+MAX_RECORD_TRANSITIONS: Final = 4096
+MAX_RECORD_SIZE: Final = 1 << 20
+
+
+def encode_transition(t: Transition) -> bytes:
+    """`transition_signing_bytes`, then the signatures in the order `t` holds them.
+
+    `decode_transition` accepts signatures in ascending role order only (the
+    order `sign_transition` keeps); see `canonical_transition`.
+    """
+    parts = [transition_signing_bytes(t), bytes([len(t.signatures)])]
+    for role, signature in t.signatures:
+        parts.append(bytes([role]) + signature)
+    return b"".join(parts)
+
+
+def canonical_transition(t: Transition) -> Transition:
+    """`t` with its signatures in ascending role order: the one form that decodes."""
+    return replace(t, signatures=tuple(sorted(t.signatures)))
+
+
+def decode_transition(data: bytes) -> Transition:
+    """Parse an `encode_transition` encoding; every length and field is checked.
+
+    Signatures are only parsed, not verified: that takes the terms (`apply`).
+    ``encode_transition(decode_transition(data)) == data`` for every accepted
+    `data`.
+    """
+    if not isinstance(data, bytes):
+        raise ContractError("transition encoding is not bytes")
+    if len(data) > MAX_TRANSITION_SIZE:
+        raise ContractError("transition encoding too long")
+    reader = _Reader(data, "transition")
+    if reader.take(len(TRANSITION_DOMAIN), "domain") != TRANSITION_DOMAIN:
+        raise ContractError("not a contract transition encoding")
+    contract_id = reader.take(DIGEST_SIZE, "contract id")
+    sequence, issued, code, period, amount = _TRANSITION_FIXED.unpack(
+        reader.take(_TRANSITION_FIXED.size, "fixed fields")
+    )
+    try:
+        event = Event(code)
+    except ValueError:
+        raise ContractError("unknown event code") from None
+    digest_size = reader.take(1, "digest length")[0]
+    if digest_size not in (0, DIGEST_SIZE):
+        raise ContractError(f"digest must be empty or {DIGEST_SIZE} bytes")
+    digest = reader.take(digest_size, "digest")
+    raw_reason = reader.bytes16("reason", 0, MAX_REASON_SIZE)
+    try:
+        reason = raw_reason.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContractError("reason is not UTF-8") from None
+    count = reader.take(1, "signature count")[0]
+    if count > MAX_SIGNATURES:
+        raise ContractError(f"more than {MAX_SIGNATURES} signatures")
+    signatures: list[tuple[Role, bytes]] = []
+    for _ in range(count):
+        try:
+            role = Role(reader.take(1, "signer role")[0])
+        except ValueError:
+            raise ContractError("unknown signer role") from None
+        if any(role == seen for seen, _ in signatures):
+            raise ContractError(f"two signatures from the {role.name.lower()}")
+        if signatures and role < signatures[-1][0]:
+            raise ContractError("signatures out of role order")
+        signatures.append((role, reader.take(SIGNATURE_SIZE, "signature")))
+    if reader.offset != len(data):
+        raise ContractError("trailing bytes after the transition")
+    t = Transition(
+        contract_id=contract_id,
+        sequence=sequence,
+        event=event,
+        issued_ms=issued,
+        period=None if period == NO_PERIOD else period,
+        amount_micro_tokens=amount,
+        digest=digest,
+        reason=reason,
+        signatures=tuple(signatures),
+    )
+    # Checks the field ranges (sequence >= 1, period < MAX_PERIODS, ...) and
+    # that no second encoding of the same transition exists.
+    if encode_transition(t) != data:
+        raise ContractError("transition encoding is not canonical")
+    return t
+
+
+@dataclass(frozen=True, slots=True)
+class ContractRecord:
+    """A contract's whole history as published under ``/zhtp/contract/<id>``.
+
+    ``terms`` is the `encode_terms` encoding (its BLAKE3 is the contract ID),
+    ``client_signature`` the proposal signature, ``transitions`` the
+    `encode_transition` encodings in sequence order. `replay` turns it into a
+    `ContractState`; `contract_record` makes one from a state.
+    """
+
+    terms: bytes
+    client_signature: bytes
+    transitions: tuple[bytes, ...] = ()
+
+
+class ReplayError(ContractError):
+    """`replay` refused a record: ``index`` is the bad transition, None for the terms."""
+
+    def __init__(self, reason: str, index: int | None) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
+def encode_contract_record(record: ContractRecord) -> bytes:
+    """The record layout (module docstring); ContractError if a part is out of bounds."""
+    if not isinstance(record, ContractRecord):
+        raise ContractError("not a ContractRecord")
+    _bytes("terms encoding", record.terms, 1, MAX_TERMS_SIZE)
+    _bytes("client signature", record.client_signature, SIGNATURE_SIZE, SIGNATURE_SIZE)
+    if not isinstance(record.transitions, tuple):
+        raise ContractError("transitions are not a tuple")
+    if len(record.transitions) > MAX_RECORD_TRANSITIONS:
+        raise ContractError(f"more than {MAX_RECORD_TRANSITIONS} transitions")
+    parts = [
+        RECORD_DOMAIN,
+        bytes([RECORD_VERSION]),
+        struct.pack(">I", len(record.terms)),
+        record.terms,
+        _bytes16(record.client_signature),
+        struct.pack(">H", len(record.transitions)),
+    ]
+    for raw in record.transitions:
+        _bytes("transition encoding", raw, 1, MAX_TRANSITION_SIZE)
+        parts.append(_bytes16(raw))
+    encoded = b"".join(parts)
+    if len(encoded) > MAX_RECORD_SIZE:
+        raise ContractError(f"contract record larger than {MAX_RECORD_SIZE} bytes")
+    return encoded
+
+
+def decode_contract_record(data: bytes) -> ContractRecord:
+    """Parse the record layout; checks the framing only (`replay` checks the contents)."""
+    if not isinstance(data, bytes):
+        raise ContractError("record encoding is not bytes")
+    if len(data) > MAX_RECORD_SIZE:
+        raise ContractError("contract record too large")
+    reader = _Reader(data, "record")
+    if reader.take(len(RECORD_DOMAIN), "domain") != RECORD_DOMAIN:
+        raise ContractError("not a contract record encoding")
+    if reader.take(1, "version")[0] != RECORD_VERSION:
+        raise ContractError("unknown contract record version")
+    (terms_size,) = struct.unpack(">I", reader.take(4, "terms length"))
+    if not 1 <= terms_size <= MAX_TERMS_SIZE:
+        raise ContractError("terms length out of bounds")
+    terms = reader.take(terms_size, "terms")
+    client_signature = reader.bytes16("client signature", SIGNATURE_SIZE, SIGNATURE_SIZE)
+    (count,) = struct.unpack(">H", reader.take(2, "transition count"))
+    if count > MAX_RECORD_TRANSITIONS:
+        raise ContractError(f"more than {MAX_RECORD_TRANSITIONS} transitions")
+    transitions = tuple(reader.bytes16("transition", 1, MAX_TRANSITION_SIZE) for _ in range(count))
+    if reader.offset != len(data):
+        raise ContractError("trailing bytes after the record")
+    return ContractRecord(terms, client_signature, transitions)
+
+
+def contract_record(state: ContractState) -> ContractRecord:
+    """The record of `state`'s history (signatures in role order: `canonical_transition`)."""
+    return ContractRecord(
+        terms=encode_terms(state.terms),
+        client_signature=state.client_signature,
+        transitions=tuple(encode_transition(canonical_transition(t)) for t in state.history),
+    )
+
+
+def replay(record: ContractRecord, now_ms: int) -> ContractState:
+    """The state a record's history leads to: `open_contract`, then `apply` each transition.
+
+    Raises `ReplayError` (a ContractError) naming the bad transition's index,
+    or index None when the terms or the proposal signature are at fault.
+    """
+    if not isinstance(record, ContractRecord):
+        raise ReplayError("not a ContractRecord", None)
+    try:
+        state = open_contract(decode_terms(record.terms), record.client_signature)
+    except ContractError as error:
+        raise ReplayError(f"terms: {error.reason}", None) from None
+    if not isinstance(record.transitions, tuple):
+        raise ReplayError("transitions are not a tuple", None)
+    for index, raw in enumerate(record.transitions):
+        try:
+            state = apply(state, decode_transition(raw), now_ms)
+        except ContractError as error:
+            raise ReplayError(f"transition {index}: {error.reason}", index) from None
+    return state
