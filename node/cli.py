@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from node.api.client import ApiClient, ApiFailed, ApiUnavailable
 from node.cli_files import FileCommandError, add_file_commands
 from node.cli_identity import IdentityCommandError, add_identity_commands, identity_text
+from node.cli_market import add_market_commands
 from node.config import ConfigError, NodeConfig, load_config, resolve_data_dir, write_config
 
 
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True)
 
     add_file_commands(command, _file_command)
+    add_market_commands(commands, common, command, _file_command, _Parser)
     add_identity_commands(commands, common, _identity_command, _Parser)
 
     p = command("demo", cmd_demo, "start a local testnet, put and get a record, stop it")

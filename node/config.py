@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+from node.market.pricing import PricingError, PricingPolicy
 from node.storage.atomic import write_file_atomically
 from node.tiers import (
     DEFAULT_TIER_POLICIES,
@@ -32,6 +33,9 @@ DATA_DIR_ENV = "ZHTP_PATH"
 
 MIN_REPLICATION = 3
 MAX_REPLICATION = 12
+
+
+DEFAULT_PRICING = PricingPolicy()
 
 
 class ConfigError(Exception):
@@ -72,6 +76,12 @@ class NodeConfig:
     # How often a node checks the files whose manifests it is closest to,
     # and rebuilds shards that lost every holder (see node/files/repair.py).
     repair_interval: float = 3600.0
+    # Market: how long a quote this node gives stays valid; tokens a testnet
+    # faucet grants this node once (0: none, as on a real network); and the
+    # price list ([pricing], see node/market/pricing.py).
+    quote_validity: float = 600.0
+    faucet_tokens: int = 0
+    pricing: PricingPolicy = DEFAULT_PRICING
     # Connections
     dial_timeout: float = 5.0
     log_level: str = "info"
@@ -91,6 +101,7 @@ class NodeConfig:
             "provider_ttl",
             "dial_timeout",
             "repair_interval",
+            "quote_validity",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -106,6 +117,8 @@ class NodeConfig:
         names = [p.name for p in self.tier_policy]
         if sorted(names) != sorted(TIER_NAMES):
             raise ConfigError(f"tier_policy must define each of {', '.join(TIER_NAMES)} once")
+        if not 0 <= self.faucet_tokens <= 10**12:
+            raise ConfigError("faucet_tokens must be 0..10^12")
         if self.default_tier not in TIER_NAMES:
             raise ConfigError(f"default_tier must be one of {', '.join(TIER_NAMES)}")
 
@@ -123,8 +136,8 @@ class NodeConfig:
         return dataclasses.replace(self, **changes)
 
 
-_FILE_KEYS = {f.name for f in dataclasses.fields(NodeConfig)} - {"data_dir", "tier_policy"}
-_TABLE_KEYS = {"tier_policy"}
+_TABLE_KEYS = {"tier_policy", "pricing"}
+_FILE_KEYS = {f.name for f in dataclasses.fields(NodeConfig)} - {"data_dir"} - _TABLE_KEYS
 
 
 def resolve_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:
@@ -181,6 +194,11 @@ def load_config(data_dir: Path, **overrides: Any) -> NodeConfig:
                 )
             except TierPolicyError as error:
                 raise ConfigError(f"{path}: {error}") from error
+        if "pricing" in raw:
+            try:
+                values["pricing"] = PricingPolicy.from_mapping(raw["pricing"])
+            except PricingError as error:
+                raise ConfigError(f"{path}: pricing: {error}") from error
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return NodeConfig(data_dir=data_dir, **values)
@@ -207,6 +225,9 @@ def write_config(config: NodeConfig) -> Path:
         if f.name in _FILE_KEYS:
             lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}\n")
     lines.append(policies_to_toml(config.tier_policy))
+    lines.append("\n[pricing]\n")
+    for f in dataclasses.fields(PricingPolicy):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.pricing, f.name))}\n")
     path = config.config_path
     write_file_atomically(path, "".join(lines).encode(), mode=0o644)
     return path

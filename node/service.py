@@ -38,6 +38,8 @@ from node.files.repair import RepairReport, repair_file
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
 from node.identity import IDENTITY_PREFIX, IdentityRecordValidator
+from node.market.desk import ProviderState
+from node.market_node import NodeMarket, node_signing_key, wall_ms
 from node.records.book import RecordBook
 from node.records.names import NAME_PREFIX, NameValidator
 from node.records.store import RecordStore
@@ -57,6 +59,8 @@ from protocols import ids
 from protocols.framing import PEER_FAILURES, Counters, StreamGate, serve_stream
 from protocols.kad.keyspace import distance, kad_id
 from protocols.kad.messages import decode_message, encode_message
+from protocols.market.client import MarketClient
+from protocols.market.session import serve_market_stream
 from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
 from protocols.ping.service import PingHandler
 from protocols.store.client import StoreClient
@@ -144,6 +148,8 @@ class NodeService:
             ids.KAD: Counters(),
             ids.PING: Counters(),
             ids.STORE: Counters(),
+            ids.MARKET: Counters(),
+            "market": Counters(),
             "dht": Counters(),
             "files": Counters(),
         }
@@ -191,12 +197,26 @@ class NodeService:
             local_peer_id=self.peer_id.to_bytes(),
             self_addrs=self.listen_addrs,
         )
+        self.market = NodeMarket(
+            db_path=db_path,
+            party_id=self.peer_id.to_bytes(),
+            key=node_signing_key(self.key_pair.private_key.to_bytes()),
+            pricing=config.pricing,
+            tier_percent={
+                p.name: p.price_percent for p in config.tier_policy if p.name in config.tiers
+            },
+            quote_validity_ms=int(config.quote_validity * 1000),
+            provider_state=self._provider_state,
+            client=MarketClient(self.open_stream),
+            counters=self.counters["market"],
+        )
         self.bootstrap_result = BootstrapResult(0, 0)
         self.api_port: int | None = None
         self._gates = {
             ids.KAD: StreamGate(ids.KAD_LIMITS.max_streams_per_peer),
             ids.PING: StreamGate(ids.PING_LIMITS.max_streams_per_peer),
             ids.STORE: StreamGate(ids.STORE_LIMITS.max_streams_per_peer),
+            ids.MARKET: StreamGate(ids.MARKET_LIMITS.max_streams_per_peer),
         }
 
     # -- facts about this node ---------------------------------------------
@@ -235,6 +255,12 @@ class NodeService:
         except OSError:
             disk_free = 0
         return min(self.shards.free_bytes(), disk_free)
+
+    def _provider_state(self) -> ProviderState:
+        capacity = self.config.max_storage_bytes
+        free = self.free_storage()
+        # Quality is measured per contract period; until deals run, none.
+        return ProviderState(capacity_bytes=capacity, used_bytes=capacity - free, quality_bp=None)
 
     def status(self) -> NodeStatus:
         return NodeStatus(
@@ -277,6 +303,15 @@ class NodeService:
             self.store_handlers,
             self.counters[ids.STORE],
             self._gates[ids.STORE],
+        )
+
+    async def _serve_market(self, stream: INetStream) -> None:
+        await serve_market_stream(
+            stream,
+            stream_peer(stream),
+            self.market,
+            self.counters[ids.MARKET],
+            self._gates[ids.MARKET],
         )
 
     # -- announcing held shards ------------------------------------------------
@@ -379,6 +414,10 @@ class NodeService:
                 if report.orphans_removed or report.missing:
                     log.warning("shard store reconciled at start-up: %s", report)
                 set_handler(self.host, ids.STORE, self._serve_store)
+                await trio.to_thread.run_sync(
+                    self.market.fund_from_faucet, self.config.faucet_tokens, wall_ms()
+                )
+                set_handler(self.host, ids.MARKET, self._serve_market)
                 await nursery.start(self.dht.run)
                 for _ in range(ANNOUNCE_WORKERS):
                     nursery.start_soon(self._announce_worker)
@@ -393,6 +432,7 @@ class NodeService:
         finally:
             if self.api_port is not None:
                 port_file.unlink(missing_ok=True)
+            self.market.close()
             self.uploads.close()
             self.shards.close()
             self.store.close()

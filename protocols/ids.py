@@ -7,6 +7,7 @@ from dataclasses import dataclass
 PING = "/zhtp/ping/1.0.0"
 KAD = "/zhtp/kad/1.0.0"
 STORE = "/zhtp/store/1.0.0"
+MARKET = "/zhtp/market/1.0.0"
 
 # Served by py-libp2p itself so stock libp2p tools work against a node.
 IPFS_PING = "/ipfs/ping/1.0.0"
@@ -30,3 +31,7 @@ KAD_LIMITS = WireLimits(max_frame=2 * 1024 * 1024, idle_timeout=30.0, max_stream
 # the envelope. Transfers are flow-controlled by acknowledgements, so an idle
 # stream is a dead peer, not a slow disk.
 STORE_LIMITS = WireLimits(max_frame=256 * 1024 + 1024, idle_timeout=30.0, max_streams_per_peer=16)
+# One request and one response per stream. The largest messages are contract
+# terms (about 75 KiB with 1024 shards) and contract records carrying the
+# terms and their transitions; 256 KiB leaves room for both.
+MARKET_LIMITS = WireLimits(max_frame=256 * 1024, idle_timeout=30.0, max_streams_per_peer=8)

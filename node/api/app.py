@@ -21,6 +21,7 @@ from libp2p.peer.id import ID
 
 from bootstrap.peers import BootstrapAddrError, parse_peer_addr
 from node.api.files import FileApiError, FileRoutes, send_json
+from node.api.market import MarketRoutes
 from node.api.metrics import render_metrics
 from node.files.get import GetFailed
 from node.records.validators import RecordInvalid, blob_key, format_key, parse_key
@@ -151,6 +152,7 @@ class ControlApi:
             ("GET", "/api/v0/dht/lookup"): self.lookup,
             ("GET", "/metrics"): self.metrics,
         }
+        self.routes.update(MarketRoutes(node).routes())
         self.files = FileRoutes(node)
         self.stream_routes = self.files.routes()
 

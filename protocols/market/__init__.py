@@ -1,0 +1,7 @@
+"""/zhtp/market/1.0.0: storage deals (quotes, contract deploy, query and execute).
+
+``messages`` converts the wire protobuf to typed values and signs quotes,
+``handlers`` defines the ``MarketBackend`` interface the node implements and
+dispatches a request to it, ``session`` serves one stream, ``client`` is the
+other end. Pricing and the contract state machine live in ``node/market``.
+"""
