@@ -182,6 +182,9 @@ class InvariantViolation(RuntimeError):
 
 class ReceiptKind(StrEnum):
     MINT = "mint"  # faucet -> dst
+    # Paid to dst in another node's book (e.g. a client's release of a
+    # period), recorded here on the strength of that node's signature.
+    INBOUND = "inbound"  # src (the payer, in their book) -> dst
     TRANSFER = "transfer"  # src -> dst
     ESCROW_LOCK = "escrow_lock"  # client (src) -> escrow
     COLLATERAL_LOCK = "collateral_lock"  # provider (src) -> collateral
@@ -707,6 +710,55 @@ class Ledger:
         (receipt,) = self._run(key, now, _request(b"mint", account, _u64(amount)), apply)
         return receipt
 
+    def inbound(
+        self,
+        payer: bytes,
+        account: bytes,
+        amount: int,
+        idempotency_key: bytes,
+        *,
+        contract_id: bytes | None = None,
+        period: int | None = None,
+        now_ms: int,
+    ) -> Receipt:
+        """Credit `account` with `amount` that `payer` paid in its own book.
+
+        Each node keeps its own book; money moving between books is proved by
+        the payer's signature (a signed payment transition) and settled
+        outside, on an external chain or by agreement. Inbound amounts join
+        the supply of this book like minted ones, so the invariant still holds.
+        """
+        payer = _check_account(payer)
+        account = _check_account(account)
+        amount = _check_amount(amount)
+        key, now = self._common(idempotency_key, now_ms)
+        if payer == account:
+            raise LedgerError(Reason.SAME_ACCOUNT)
+        if contract_id is not None:
+            contract_id = _check_contract(contract_id)
+
+        def apply(op: _Operation) -> None:
+            (minted,) = op.conn.execute("SELECT minted FROM ledger_totals").fetchone()
+            if amount > MAX_AMOUNT - int(minted):
+                raise LedgerError(Reason.SUPPLY_OVERFLOW)
+            op.conn.execute("UPDATE ledger_totals SET minted = minted + ?", (amount,))
+            op.credit(account, amount)
+            op.emit(
+                ReceiptKind.INBOUND,
+                src=payer,
+                dst=account,
+                amount=amount,
+                contract_id=contract_id,
+                period=period,
+            )
+
+        request = _request(
+            b"inbound", payer, account, _u64(amount), contract_id or b"",
+            _u64(0 if period is None else period + 1),
+        )  # fmt: skip
+        (receipt,) = self._run(key, now, request, apply)
+        return receipt
+
     def transfer(
         self, src: bytes, dst: bytes, amount: int, idempotency_key: bytes, *, now_ms: int
     ) -> Receipt:
@@ -1010,7 +1062,7 @@ class Ledger:
                 f"balances {balances} + escrow and collateral {locked} != minted {minted}"
             )
         minted_receipts = scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM ledger_receipts WHERE kind = 'mint'"
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger_receipts WHERE kind IN ('mint', 'inbound')"
         )
         if minted_receipts != minted:
             raise InvariantViolation(f"mint receipts {minted_receipts} != minted {minted}")
@@ -1022,7 +1074,9 @@ class Ledger:
         ):
             flows[account] = flows.get(account, 0) + int(total)
         for account, total in conn.execute(
-            "SELECT src, SUM(amount) FROM ledger_receipts WHERE src IS NOT NULL GROUP BY src"
+            # An inbound receipt's payer is an account of another book.
+            "SELECT src, SUM(amount) FROM ledger_receipts"
+            " WHERE src IS NOT NULL AND kind <> 'inbound' GROUP BY src"
         ):
             flows[account] = flows.get(account, 0) - int(total)
         stored = {
@@ -1047,7 +1101,8 @@ class Ledger:
         sums: dict[tuple[bytes, str], int] = {}
         for contract_id, kind, total in conn.execute(
             "SELECT contract_id, kind, SUM(amount) FROM ledger_receipts"
-            " WHERE contract_id IS NOT NULL GROUP BY contract_id, kind"
+            # Inbound receipts name the payer's contract; no escrow here.
+            " WHERE contract_id IS NOT NULL AND kind <> 'inbound' GROUP BY contract_id, kind"
         ):
             sums[(bytes(contract_id), column_of[ReceiptKind(kind)])] = int(total)
         columns = list(dict.fromkeys(column_of.values()))

@@ -1065,3 +1065,23 @@ def test_ledger_state_machine_long_run() -> None:
         LedgerMachine, settings=settings(max_examples=300, stateful_step_count=500)
     )
     assert LedgerMachine.checks - LedgerMachine.examples >= 100_000
+
+
+def test_inbound_payment_joins_the_supply_and_keeps_the_invariant(ledger: Ledger) -> None:
+    if True:  # one block, as a ledger the test owns
+        contract = b"\x05" * 32
+        receipt = ledger.inbound(
+            b"client", b"provider", 7 * TOKEN, b"in-1", contract_id=contract, period=0, now_ms=1
+        )
+        assert receipt.kind.value == "inbound" and receipt.src == b"client"
+        assert ledger.balance(b"provider") == 7 * TOKEN
+        assert ledger.balance(b"client") == 0
+        ledger.check_invariant()
+        # Replayed with the same key: nothing moves twice.
+        assert (
+            ledger.inbound(
+                b"client", b"provider", 7 * TOKEN, b"in-1", contract_id=contract, period=0, now_ms=2
+            )
+            == receipt
+        )
+        assert ledger.balance(b"provider") == 7 * TOKEN
