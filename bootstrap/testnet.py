@@ -70,6 +70,11 @@ TESTNET_SETTINGS: Mapping[str, Any] = {
     # A testnet has no chain to earn tokens from: every node starts funded,
     # so storage deals are real from the first put.
     "faucet_tokens": 1_000_000,
+    # Deals judged every 10 s for 10 minutes, so a testnet shows audits,
+    # payments and reputation moving while one watches.
+    "deal_period": 10.0,
+    "deal_duration": 600.0,
+    "audits_per_period": 2,
 }
 
 POLL_INTERVAL = 0.2

@@ -97,6 +97,54 @@ def wallet_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def deals_text(info: dict[str, Any]) -> str:
+    deals = info["deals"]
+    if not deals:
+        return "no deals yet"
+    lines = []
+    for d in deals:
+        other = d["provider"] if d["role"] == "client" else d["client"]
+        lines.append(
+            f"{d['id'][:16]}…  {d['role']:<8} {d['state']:<10} {other}  {d['size']:>12} B  "
+            f"{tokens(d['price_micro_tokens'])} tokens"
+        )
+    return "\n".join(lines)
+
+
+def deal_text(info: dict[str, Any]) -> str:
+    lines = [
+        f"deal {info['id']}",
+        f"  {info['role']} of a {info['state']} contract, {info['size']:,} bytes in "
+        f"{len(info['shards'])} shards",
+        f"  provider {info['provider']}",
+        f"  client   {info['client']}",
+        f"  price {tokens(info['price_micro_tokens'])}, escrow "
+        f"{tokens(info['escrow_micro_tokens'])}, collateral "
+        f"{tokens(info['collateral_micro_tokens'])} tokens",
+        f"  periods: {info['periods']} of {info['period_ms'] / 1000:g} s; passed "
+        f"{len(info['passed'])}, failed {len(info['failed'])}, paid {len(info['released'])} "
+        f"({tokens(info['released_micro_tokens'])} tokens), penalties "
+        f"{tokens(info['penalties_micro_tokens'])}",
+        "  history:",
+    ]
+    for t in info["history"]:
+        period = f" period {t['period']}" if t["period"] is not None else ""
+        amount = f" {tokens(t['amount_micro_tokens'])}" if t["amount_micro_tokens"] else ""
+        reason = f" ({t['reason']})" if t["reason"] else ""
+        lines.append(f"    #{t['sequence']} {t['event']}{period}{amount}{reason}")
+    return "\n".join(lines)
+
+
+def reputation_text(info: dict[str, Any]) -> str:
+    lines = [f"{info['peer']}: {info['score']} points ({info['standing']})"]
+    for c in info["history"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["at_ms"] / 1000))
+        lines.append(f"  {when} {c['points']:+5d} -> {c['score_after']:5d}  {c['cause']}")
+    if not info["history"]:
+        lines.append("  no judged periods yet (a new provider starts at 1000)")
+    return "\n".join(lines)
+
+
 def add_market_commands(
     commands: Any,
     common: argparse.ArgumentParser,
@@ -112,4 +160,23 @@ def add_market_commands(
     p.add_argument("--tier", choices=["hot", "warm", "cold", "archive"])
     p.add_argument("--days", type=int, default=30, help="how long to store (default 30)")
     p.add_argument("--sla", action="store_true", help="ask for SLA guarantees (+10%%)")
+    command(
+        "deals",
+        run(lambda a, c: c.get_json("/api/v0/market/deals"), deals_text),
+        "this node's storage contracts, as client and as provider",
+        sub,
+    )
+    p = command(
+        "deal",
+        run(lambda a, c: c.get_json("/api/v0/market/deal", id=a.id), deal_text),
+        "one contract: terms, periods, payments and its signed history",
+        sub,
+    )
+    p.add_argument("id", help="the contract ID (hex), as `market deals` shows it")
     command("wallet", run(cmd_wallet, wallet_text), "this node's balance, escrow and receipts")
+    p = command(
+        "reputation",
+        run(lambda a, c: c.get_json("/api/v0/reputation", peer=a.peer), reputation_text),
+        "a provider's score as this node measured it, and every change with its cause",
+    )
+    p.add_argument("peer", help="the provider's PeerID")

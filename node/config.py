@@ -81,6 +81,14 @@ class NodeConfig:
     # price list ([pricing], see node/market/pricing.py).
     quote_validity: float = 600.0
     faucet_tokens: int = 0
+    # Storage deals this node makes as a client: how long they run, how often
+    # a period is judged (audited, then paid or penalised), how many audits
+    # a period gets. Holders refuse shards no contract covers unless
+    # require_contracts is false (a private network that needs no market).
+    deal_duration: float = 30 * 86_400.0
+    deal_period: float = 86_400.0
+    audits_per_period: int = 4
+    require_contracts: bool = True
     pricing: PricingPolicy = DEFAULT_PRICING
     # Connections
     dial_timeout: float = 5.0
@@ -102,6 +110,8 @@ class NodeConfig:
             "dial_timeout",
             "repair_interval",
             "quote_validity",
+            "deal_duration",
+            "deal_period",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -117,6 +127,10 @@ class NodeConfig:
         names = [p.name for p in self.tier_policy]
         if sorted(names) != sorted(TIER_NAMES):
             raise ConfigError(f"tier_policy must define each of {', '.join(TIER_NAMES)} once")
+        if int(self.deal_duration * 1000) % int(self.deal_period * 1000):
+            raise ConfigError("deal_duration must be a whole number of deal_period")
+        if not 1 <= self.audits_per_period <= 1000:
+            raise ConfigError("audits_per_period must be 1..1000")
         if not 0 <= self.faucet_tokens <= 10**12:
             raise ConfigError("faucet_tokens must be 0..10^12")
         if self.default_tier not in TIER_NAMES:

@@ -33,14 +33,17 @@ from node.content.errors import ContentError
 from node.content.manifest import decode_manifest, manifest_record_key
 from node.dht import Dht, dialable
 from node.files.get import GetFailed, NotFound
+from node.files.network import FileNetwork
 from node.files.node_network import NodeFileNetwork
 from node.files.repair import RepairReport, repair_file
 from node.host import StreamOpener as HostStreamOpener
 from node.host import build_host, load_or_create_key, peer_id_of, set_handler, stream_peer
 from node.identity import IDENTITY_PREFIX, IdentityRecordValidator
+from node.market.deals import DealPolicy
 from node.market.desk import ProviderState
-from node.market_node import NodeMarket, node_signing_key, wall_ms
+from node.market_node import ContractedFileNetwork, NodeMarket, node_signing_key, wall_ms
 from node.records.book import RecordBook
+from node.records.contracts import CONTRACT_PREFIX, ContractRecordValidator
 from node.records.names import NAME_PREFIX, NameValidator
 from node.records.store import RecordStore
 from node.records.tags import TAG_PREFIX, TagIndexValidator
@@ -63,6 +66,7 @@ from protocols.market.client import MarketClient
 from protocols.market.session import serve_market_stream
 from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
 from protocols.ping.service import PingHandler
+from protocols.store import ShardCorrupt
 from protocols.store.client import StoreClient
 from protocols.store.handlers import StoreHandlers
 from protocols.store.session import serve_store_stream
@@ -166,6 +170,7 @@ class NodeService:
                 IDENTITY_PREFIX: IdentityRecordValidator(),
                 NAME_PREFIX: NameValidator(),
                 TAG_PREFIX: TagIndexValidator(),
+                CONTRACT_PREFIX: ContractRecordValidator(),
             }
         )
         self.book = RecordBook(self.store, validator)
@@ -186,7 +191,11 @@ class NodeService:
             ANNOUNCE_QUEUE
         )
         self.holder = LocalShardHolder(
-            self.shards, max_shard_size=MAX_SHARD_SIZE, on_stored=self._queue_announce
+            self.shards,
+            max_shard_size=MAX_SHARD_SIZE,
+            on_stored=self._queue_announce,
+            # Under the market a shard is stored only under a contract of ours.
+            admit=self._admits if config.require_contracts else None,
         )
         self.store_handlers = StoreHandlers(self.holder)
         self.store_client = StoreClient(self.open_stream)
@@ -206,8 +215,16 @@ class NodeService:
                 p.name: p.price_percent for p in config.tier_policy if p.name in config.tiers
             },
             quote_validity_ms=int(config.quote_validity * 1000),
+            deal_policy=DealPolicy(
+                duration_ms=int(config.deal_duration * 1000),
+                period_ms=int(config.deal_period * 1000),
+                audits_per_period=config.audits_per_period,
+            ),
             provider_state=self._provider_state,
             client=MarketClient(self.open_stream),
+            read_shard=self._read_shard_for_audit,
+            publish_record=self._publish_record,
+            peer_addrs=self.known_addrs,
             counters=self.counters["market"],
         )
         self.bootstrap_result = BootstrapResult(0, 0)
@@ -255,6 +272,20 @@ class NodeService:
         except OSError:
             disk_free = 0
         return min(self.shards.free_bytes(), disk_free)
+
+    def _admits(self, address: bytes, contract_id: bytes) -> bool:
+        return self.market.admits(address, contract_id)
+
+    async def _read_shard_for_audit(self, address: bytes) -> bytes | None:
+        try:
+            found = await self.holder.read(address, 0, None)
+        except ShardCorrupt:
+            return None  # quarantined by the store: the audit fails, as it should
+        return None if found is None else found.data
+
+    async def _publish_record(self, key: bytes, value: bytes) -> int:
+        report = await self.dht.put(key, value)
+        return report.accepted
 
     def _provider_state(self) -> ProviderState:
         capacity = self.config.max_storage_bytes
@@ -349,7 +380,10 @@ class NodeService:
         raw = await self.files.find_record(manifest_record_key(content_id))
         if raw is None:
             raise NotFound("no node has the manifest for this content ID")
-        report = await repair_file(self.files, decode_manifest(raw))
+        network: FileNetwork = self.files
+        if self.config.require_contracts:
+            network = ContractedFileNetwork(self.files, self.market)
+        report = await repair_file(network, decode_manifest(raw))
         self.counters["files"].inc("shards_rebuilt", report.shards_rebuilt)
         if report.lost_segments:
             self.counters["files"].inc("segments_lost", len(report.lost_segments))
@@ -418,6 +452,7 @@ class NodeService:
                     self.market.fund_from_faucet, self.config.faucet_tokens, wall_ms()
                 )
                 set_handler(self.host, ids.MARKET, self._serve_market)
+                await nursery.start(self.market.run_auditor)
                 await nursery.start(self.dht.run)
                 for _ in range(ANNOUNCE_WORKERS):
                     nursery.start_soon(self._announce_worker)

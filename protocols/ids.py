@@ -32,6 +32,8 @@ KAD_LIMITS = WireLimits(max_frame=2 * 1024 * 1024, idle_timeout=30.0, max_stream
 # stream is a dead peer, not a slow disk.
 STORE_LIMITS = WireLimits(max_frame=256 * 1024 + 1024, idle_timeout=30.0, max_streams_per_peer=16)
 # One request and one response per stream. The largest messages are contract
-# terms (about 75 KiB with 1024 shards) and contract records carrying the
-# terms and their transitions; 256 KiB leaves room for both.
-MARKET_LIMITS = WireLimits(max_frame=256 * 1024, idle_timeout=30.0, max_streams_per_peer=8)
+# records (the terms and up to 4096 transitions: at most 1 MiB, like the
+# node's own record, plus a few bytes of envelope per transition) and audit
+# proofs (at most 1 MiB of leaves plus 64 paths of 40 hashes, about 86 KiB);
+# 1.25 MiB leaves room for either.
+MARKET_LIMITS = WireLimits(max_frame=1_310_720, idle_timeout=30.0, max_streams_per_peer=8)

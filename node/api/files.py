@@ -39,11 +39,13 @@ from node.content.manifest import (
     manifest_record_key,
 )
 from node.content.segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+from node.files.deal_put import put_file_with_deals
 from node.files.failures import first_of
 from node.files.get import GetFailed, NotFound, read_file, resolve
 from node.files.network import ShardTransferError
 from node.files.put import PutFailed, PutOptions, PutResult, put_file
 from node.files.reencrypt import reencrypt_file
+from node.market_node import DealFailed
 from node.storage.uploads import UploadEntry
 from node.tiers import TIER_NAMES
 
@@ -55,6 +57,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_JSON_BODY = 64 << 10
+# Puts under deals encode into <data dir>/spool before any contract is made.
+SPOOL_DIR = "spool"
 # ASCII digits only (str.isdigit accepts "²"), and no more than fit a uint64.
 _DECIMAL = re.compile(r"[0-9]{1,20}")
 
@@ -273,7 +277,7 @@ class FileRoutes:
             publish=False,
         )
         try:
-            result = await reencrypt_file(self.node.files, manifest, ref.key, options)
+            result = await reencrypt_file(self.node.files, manifest, ref.key, options, self._store)
         except (PutFailed, GetFailed, ShardTransferError) as error:
             raise FileApiError(502, str(error)) from error
         await send_json(send, put_json(result))
@@ -315,7 +319,7 @@ class FileRoutes:
             # The body is read inside put_file's task group: a client that
             # goes away surfaces there, wrapped; unwrap it to one error.
             with first_of(FileApiError):
-                result = await put_file(node.files, _body_chunks(receive), options)
+                result = await self._store(_body_chunks(receive), options)
         except (PutFailed, ShardTransferError) as error:
             node.counters["files"].inc("put_failed")
             raise FileApiError(502, str(error)) from error
@@ -326,6 +330,21 @@ class FileRoutes:
         if options.publish:  # else the sealed manifest is recorded when published
             await trio.to_thread.run_sync(lambda: node.uploads.record(_entry(result, options)))
         await send_json(send, put_json(result))
+
+    async def _store(self, chunks: AsyncIterator[bytes], options: PutOptions) -> PutResult:
+        """Store a file: as storage deals where holders require contracts, else directly."""
+        node = self.node
+        if not node.config.require_contracts:
+            return await put_file(node.files, chunks, options)
+        return await put_file_with_deals(
+            node.files,
+            node.market,
+            chunks,
+            options,
+            node.config.data_dir / SPOOL_DIR,
+            local_peer_id=node.peer_id.to_bytes(),
+            deal_errors=(DealFailed,),
+        )
 
     async def _resolve_any(self, ref: Reference) -> Manifest:
         """The manifest, whether or not ``ref`` carries the key it would need."""
@@ -431,6 +450,7 @@ def put_json(result: PutResult) -> dict[str, Any]:
         "under_replicated_segments": result.under_replicated_segments,
         "manifest_holders": result.manifest_holders,
         "seconds": round(result.seconds, 3),
+        "contracts": result.contracts,
     }
     if result.capability is not None:
         out["capability"] = result.capability

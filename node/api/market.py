@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from libp2p.peer.id import ID
 
+from node.market.book import ContractSummary
 from node.market.ledger import Receipt
 from node.market_node import QuoteOutcome
 from node.tiers import TIER_NAMES
@@ -65,6 +66,21 @@ def quote_json(outcome: QuoteOutcome) -> dict[str, Any]:
     return out
 
 
+def deal_json(summary: ContractSummary) -> dict[str, Any]:
+    return {
+        "id": summary.contract_id.hex(),
+        "role": summary.role.value,
+        "provider": ID(summary.provider).to_base58(),
+        "client": ID(summary.client).to_base58(),
+        "state": summary.state.value,
+        "sequence": summary.sequence,
+        "price_micro_tokens": summary.price_micro_tokens,
+        "size": summary.total_size,
+        "start_ms": summary.start_ms,
+        "end_ms": summary.end_ms,
+    }
+
+
 def receipt_json(receipt: Receipt) -> dict[str, Any]:
     def account(raw: bytes | None) -> str | None:
         if raw is None:
@@ -95,7 +111,94 @@ class MarketRoutes:
         return {
             ("POST", "/api/v0/market/quote"): self.quote,
             ("GET", "/api/v0/wallet"): self.wallet,
+            ("GET", "/api/v0/market/deals"): self.deals,
+            ("GET", "/api/v0/market/deal"): self.deal,
+            ("GET", "/api/v0/reputation"): self.reputation,
         }
+
+    async def deals(self, request: Request) -> Response:
+        from node.api.app import Response
+
+        summaries = self.node.market.book.list()
+        return Response.json({"deals": [deal_json(s) for s in summaries]})
+
+    async def deal(self, request: Request) -> Response:
+        from node.api.app import ApiError, Response
+
+        wanted = request.arg("id").strip().lower().rstrip("…")
+        if len(wanted) < 8 or any(c not in "0123456789abcdef" for c in wanted):
+            raise ApiError(400, "id must be a contract ID in hex (at least 8 digits)")
+        market = self.node.market
+        matches = [s for s in market.book.list() if s.contract_id.hex().startswith(wanted)]
+        if not matches:
+            raise ApiError(404, "no such deal on this node")
+        if len(matches) > 1:
+            raise ApiError(400, f"{len(matches)} deals start with {wanted}: give more digits")
+        summary = matches[0]
+        state = market.book.state(summary.contract_id)
+        if state is None:
+            raise ApiError(404, "no such deal on this node")
+        terms = state.terms
+        out = deal_json(summary)
+        out.update(
+            {
+                "escrow_micro_tokens": terms.escrow_micro_tokens,
+                "collateral_micro_tokens": terms.collateral_micro_tokens,
+                "penalty_micro_tokens": terms.penalty_micro_tokens,
+                "period_ms": terms.period_ms,
+                "periods": state.periods_total,
+                "passed": sorted(state.passed),
+                "failed": sorted(state.failed),
+                "released": sorted(state.released),
+                "released_micro_tokens": state.released_micro_tokens,
+                "penalties_micro_tokens": state.penalties_micro_tokens,
+                "shards": [s.address.hex() for s in terms.shards],
+                "sla": {
+                    "uptime_bp": terms.sla.uptime_bp,
+                    "retrieval_ms": terms.sla.retrieval_ms,
+                    "integrity_bp": terms.sla.integrity_bp,
+                },
+                "history": [
+                    {
+                        "sequence": t.sequence,
+                        "event": t.event.name,
+                        "period": t.period,
+                        "amount_micro_tokens": t.amount_micro_tokens,
+                        "issued_ms": t.issued_ms,
+                        "reason": t.reason,
+                    }
+                    for t in state.history
+                ],
+            }
+        )
+        return Response.json(out)
+
+    async def reputation(self, request: Request) -> Response:
+        from node.api.app import ApiError, Response
+
+        try:
+            peer = ID.from_base58(request.arg("peer")).to_bytes()
+        except ValueError:
+            raise ApiError(400, "peer must be a PeerID") from None
+        book = self.node.market.reputation
+        return Response.json(
+            {
+                "peer": request.arg("peer"),
+                "score": book.score(peer),
+                "standing": book.standing(peer).value,
+                "history": [
+                    {
+                        "at_ms": c.at_ms,
+                        "points": c.points,
+                        "cause": c.cause,
+                        "contract": c.contract_id.hex() if c.contract_id else None,
+                        "period": c.period,
+                        "score_after": c.score_after,
+                    }
+                    for c in book.history(peer, 50)
+                ],
+            }
+        )
 
     async def quote(self, request: Request) -> Response:
         from node.api.app import ApiError, Response

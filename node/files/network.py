@@ -25,6 +25,10 @@ class ShardBadCopy(ShardTransferError):
     """The peer served bytes that do not hash to the shard's address."""
 
 
+class ShardNoContract(ShardTransferError):
+    """The peer refused the shard: no active contract of its own covers it."""
+
+
 class FileNetwork(Protocol):
     @property
     def local_peer_id(self) -> bytes: ...
@@ -33,8 +37,15 @@ class FileNetwork(Protocol):
         """Live nodes closest to ``address`` (this node included), closest first."""
         ...
 
-    async def store_shard(self, peer: PeerInfo, address: bytes, data: bytes) -> None:
-        """Store one shard on ``peer``; raises ShardTransferError when it did not take it."""
+    async def store_shard(
+        self, peer: PeerInfo, address: bytes, data: bytes, *, contract_id: bytes = b""
+    ) -> None:
+        """Store one shard on ``peer`` under ``contract_id`` (32 bytes, or empty for none).
+
+        Raises ShardNoContract when ``peer`` stores only under contract and
+        none of its active contracts with that ID covers the shard, or
+        ShardTransferError for any other reason it did not take it.
+        """
         ...
 
     async def shard_holders(self, address: bytes) -> tuple[list[PeerInfo], list[PeerInfo]]:

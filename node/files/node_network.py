@@ -12,7 +12,7 @@ from collections.abc import Callable
 import trio
 
 from node.dht import Dht
-from node.files.network import ShardBadCopy, ShardNotHeld, ShardTransferError
+from node.files.network import ShardBadCopy, ShardNoContract, ShardNotHeld, ShardTransferError
 from node.storage.holder import LocalShardHolder
 from node.storage.shards import StorageError
 from protocols.framing import PEER_FAILURES
@@ -20,6 +20,7 @@ from protocols.kad.keyspace import distance, kad_id
 from protocols.kad.messages import PeerInfo
 from protocols.store import ShardCorrupt, ShardMismatch, ShardNotFound, StoreRefused
 from protocols.store.client import StoreClient, StoreStatus
+from protocols.store.messages import Refused, RefuseReason
 
 # Everything a remote store or fetch can fail with that means "not this peer".
 _REMOTE_FAILURES: tuple[type[BaseException], ...] = (
@@ -39,6 +40,20 @@ HAS_TIMEOUT = 5.0
 
 def _name(peer: PeerInfo) -> str:
     return peer.peer_id.hex()[-12:]
+
+
+def _refusal(
+    who: str, reason: RefuseReason | None, detail: str, contract_id: bytes
+) -> ShardTransferError:
+    """The error for a holder's refusal to store a shard."""
+    if reason is RefuseReason.NO_CONTRACT:
+        named = f"contract {contract_id.hex()}" if contract_id else "no contract"
+        return ShardNoContract(
+            f"{who} refused the shard: NO_CONTRACT (we sent {named}):"
+            f" {detail or 'no active contract covers this shard'}"
+        )
+    name = reason.name if reason is not None else "UNSPECIFIED"
+    return ShardTransferError(f"{who} refused the shard: {name} {detail}")
 
 
 class NodeFileNetwork:
@@ -74,20 +89,25 @@ class NodeFileNetwork:
         ranked.sort(key=lambda pair: pair[0])
         return [peer for _, peer in ranked]
 
-    async def store_shard(self, peer: PeerInfo, address: bytes, data: bytes) -> None:
+    async def store_shard(
+        self, peer: PeerInfo, address: bytes, data: bytes, *, contract_id: bytes = b""
+    ) -> None:
         if peer.peer_id == self._local:
             try:
-                await self.holder.put_local(address, data)
+                local = await self.holder.put_local(address, data, contract_id=contract_id)
             except (StorageError, ValueError) as error:
                 raise ShardTransferError(f"this node: {error}") from error
+            if isinstance(local, Refused):
+                raise _refusal("this node", local.reason, local.detail, contract_id)
             return
         try:
-            outcome = await self.client.store_shard(peer.peer_id, peer.addrs, address, data)
+            outcome = await self.client.store_shard(
+                peer.peer_id, peer.addrs, address, data, contract_id=contract_id
+            )
         except _REMOTE_FAILURES as error:
             raise ShardTransferError(f"{_name(peer)}: {type(error).__name__}: {error}") from error
         if outcome.status is StoreStatus.REFUSED:
-            reason = outcome.reason.name if outcome.reason is not None else "UNSPECIFIED"
-            raise ShardTransferError(f"{_name(peer)} refused the shard: {reason} {outcome.detail}")
+            raise _refusal(_name(peer), outcome.reason, outcome.detail, contract_id)
 
     async def shard_holders(self, address: bytes) -> tuple[list[PeerInfo], list[PeerInfo]]:
         announced: dict[bytes, PeerInfo] = {}

@@ -86,6 +86,8 @@ class PutResult:
     created: int = 0
     # Set only when the manifest was not published (PutOptions.publish=False).
     unpublished_manifest: bytes | None = None
+    # Storage contracts the put made (a put under deals; 0 otherwise).
+    contracts: int = 0
 
     @property
     def cid(self) -> str:
@@ -95,7 +97,7 @@ class PutResult:
         return f"PutResult(cid={self.cid!r}, size={self.size}, segments={self.segments})"
 
 
-async def _segments(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+async def cut_segments(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
     buffer = bytearray()
     async for chunk in chunks:
         buffer += chunk
@@ -154,7 +156,7 @@ class _SegmentStorer:
         return sum(1 for count in placed if count)
 
 
-def _manifest(
+def build_manifest(
     options: PutOptions,
     policy: TierPolicy,
     key: bytes | None,
@@ -201,7 +203,7 @@ async def put_file(
     segment_limit = max_segments(policy.k + policy.m)
     # Name, tags, type and description are checked before any byte is stored:
     # a manifest refused at the end would leave every shard orphaned.
-    encode_manifest(_manifest(options, policy, key, segment_size, (), 0, 0))
+    encode_manifest(build_manifest(options, policy, key, segment_size, (), 0, 0))
     storer = _SegmentStorer(net, policy)
     entries: dict[int, SegmentEntry] = {}
     under_replicated = 0
@@ -238,7 +240,7 @@ async def put_file(
     with first_of(PutFailed, ShardTransferError):
         async with trio.open_nursery() as nursery:
             index = 0
-            async for data in _segments(chunks, segment_size):
+            async for data in cut_segments(chunks, segment_size):
                 if index >= segment_limit:
                     raise PutFailed(
                         f"more than {segment_limit} segments of {segment_size} bytes: pass the "
@@ -249,7 +251,7 @@ async def put_file(
                 nursery.start_soon(encode_and_store, index, data)
                 index += 1
 
-    manifest = _manifest(
+    manifest = build_manifest(
         options,
         policy,
         key,

@@ -10,7 +10,7 @@ still read it, and the caller must say so.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -18,13 +18,17 @@ from node.content.manifest import Manifest
 from node.files.failures import first_of
 from node.files.get import GetFailed, read_file
 from node.files.network import FileNetwork, ShardTransferError
-from node.files.put import PutFailed, PutOptions, PutResult, put_file
+from node.files.put import PutFailed, PutOptions, PutResult
 
 
 async def reencrypt_file(
-    net: FileNetwork, manifest: Manifest, key: bytes, options: PutOptions
+    net: FileNetwork,
+    manifest: Manifest,
+    key: bytes,
+    options: PutOptions,
+    store: Callable[[AsyncIterator[bytes], PutOptions], Awaitable[PutResult]],
 ) -> PutResult:
-    """Store the plaintext of (`manifest`, `key`) again under a new key."""
+    """Store the plaintext of (`manifest`, `key`) again under a new key, through `store`."""
     send, receive = trio.open_memory_channel[bytes](1)
     read_completely = False
 
@@ -45,7 +49,7 @@ async def reencrypt_file(
     with first_of(GetFailed, PutFailed, ShardTransferError):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
-            result = await put_file(net, chunks(), options)
+            result = await store(chunks(), options)
     if result.size != manifest.size:  # cannot happen unless read_file broke its promise
         raise PutFailed(f"re-encrypted {result.size} bytes of {manifest.size}")
     return result

@@ -4,6 +4,13 @@ ShardStore is blocking (fsync, hashing); every call here runs it in a worker
 thread so the event loop keeps answering pings and lookups while a disk is
 busy. ``on_stored`` is told about each newly committed shard, which is how
 the node learns to announce itself as a provider.
+
+``admit(address, contract_id)`` says whether an active storage contract of
+this node covers a shard; when it is given, ``reserve`` refuses NO_CONTRACT
+(before setting any space aside) the shards it does not cover. It runs on the
+event loop, so it must be quick and must not block. Without it every shard is
+admitted, contract or not. A shard already held is answered by the protocol
+before ``reserve`` is asked, so it is never refused for want of a contract.
 """
 
 from __future__ import annotations
@@ -38,10 +45,12 @@ class LocalShardHolder:
         *,
         max_shard_size: int,
         on_stored: Callable[[bytes], None] | None = None,
+        admit: Callable[[bytes, bytes], bool] | None = None,
     ) -> None:
         self.store = store
         self._max_shard_size = max_shard_size
         self._on_stored = on_stored
+        self._admit = admit
         # Hashing and fsync of different shards may overlap; more threads than
         # this only queue on the same disk.
         self._limiter = trio.CapacityLimiter(4)
@@ -55,7 +64,15 @@ class LocalShardHolder:
     async def has(self, addresses: Sequence[bytes]) -> list[bool]:
         return await self._run(lambda: self.store.has_many(addresses))
 
-    async def reserve(self, address: bytes, size: int) -> Reservation | Refused:
+    def _not_admitted(self, address: bytes, contract_id: bytes) -> Refused | None:
+        if self._admit is None or self._admit(address, contract_id):
+            return None
+        return Refused(RefuseReason.NO_CONTRACT, "no active contract covers this shard")
+
+    async def reserve(self, address: bytes, size: int, contract_id: bytes) -> Reservation | Refused:
+        refused = self._not_admitted(address, contract_id)
+        if refused is not None:
+            return refused
         if size > self._max_shard_size:
             return Refused(
                 RefuseReason.TOO_LARGE, f"shards are at most {self._max_shard_size} bytes"
@@ -91,8 +108,16 @@ class LocalShardHolder:
         end = len(whole) if length is None else offset + length
         return ShardSlice(whole[offset:end], len(whole))
 
-    async def put_local(self, address: bytes, data: bytes) -> bool:
-        """Store a shard this node placed on itself (no protocol round trip)."""
+    async def put_local(
+        self, address: bytes, data: bytes, *, contract_id: bytes = b""
+    ) -> bool | Refused:
+        """Store a shard this node placed on itself (no protocol round trip).
+
+        True if stored now, False if already held. No admission check: a node
+        keeping its own shards (placement or repair onto itself) owes no one a
+        contract for them; ``admit`` guards what other nodes send.
+        """
+        del contract_id  # accepted for symmetry with StoreShard; nothing to check
         reservation = await self._run(lambda: self.store.reserve(address, len(data)))
         try:
             return await self.commit(reservation, data)

@@ -6,15 +6,20 @@ caller's type checker makes it handle one, and a caller asking several
 providers for quotes simply moves on. Failures a caller sees, as with
 StoreClient: ``trio.TooSlowError`` when the request outlasts ``timeout``;
 RemoteProtocolError for a malformed answer or one of the wrong kind (and,
-for quotes, one that is badly signed, expired, or not what was asked); and
+for quotes, one that is badly signed, expired, or not what was asked; for
+audits, a proof that does not answer the challenge); and
 framing's transport errors when the peer cannot be reached or resets. All
 are in ``framing.PEER_FAILURES``.
 
 What the client checks of an answer beyond the message rules: a Quote must
 name the dialled peer as its provider, echo the request's size, duration,
 tier and SLA flag, carry a valid signature by ``provider_public_key``, and
-not have expired by the client's clock. Records and results are returned as
-received: terms and transitions are the contract module's to verify.
+not have expired by the client's clock. An AuditProof must echo the
+challenge's nonce and answer exactly the challenged leaf indices, in the
+challenge's order (``proof_mismatch`` otherwise); its leaves and Merkle paths
+are returned unverified, for node/market/audit.py to check against the
+contract's root. Records and results are returned as received: terms and
+transitions are the contract module's to verify.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from protocols.framing import (
     encode_frame,
     reset_quietly,
 )
-from protocols.market.handlers import quote_answers
+from protocols.market.handlers import proof_answers, quote_answers
 from protocols.market.messages import (
+    AuditChallenge,
+    AuditProof,
     ContractDeploy,
     ContractExecute,
     ContractQuery,
@@ -70,7 +77,7 @@ def _unexpected(response: MarketResponse, request: MarketRequest) -> RemoteProto
 
 
 class MarketClient:
-    """Asks other nodes for quotes and deploys, queries and executes contracts.
+    """Asks other nodes for quotes and deploys, queries, executes and audits contracts.
 
     ``open_stream`` is the node's StreamOpener (as for StoreClient);
     ``timeout`` bounds each whole request, dial included; ``clock_ms`` is the
@@ -178,3 +185,22 @@ class MarketClient:
             raise _unexpected(response, request)
 
         return await self._request(peer_id, addrs, request, accept)
+
+    async def audit(
+        self, peer_id: bytes, addrs: Sequence[bytes], challenge: AuditChallenge
+    ) -> AuditProof | Refused:
+        """The holder's proof for ``challenge``, checked for shape only, or its refusal."""
+
+        def accept(response: MarketResponse) -> AuditProof | Refused:
+            match response:
+                case Refused():
+                    return response
+                case AuditProof():
+                    if not proof_answers(challenge, response):
+                        raise RemoteProtocolError(
+                            "proof_mismatch", "the proof does not answer the challenge"
+                        )
+                    return response
+            raise _unexpected(response, challenge)
+
+        return await self._request(peer_id, addrs, challenge, accept)

@@ -3,10 +3,11 @@
 :func:`dispatch` turns one typed request into one typed response by asking
 a :class:`MarketBackend`; it never touches a stream (protocols/market/
 session.py does). What to quote, whether to countersign a contract, what a
-replica holds and whether a transition applies are the node's decisions
-(``node/market``); this layer only checks that the backend answered a
-request with a response of the right kind, since sending anything else would
-be our bug, not the peer's.
+replica holds, whether a transition applies and how to prove a shard is held
+are the node's decisions (``node/market``); this layer only checks that the
+backend answered a request with a response of the right kind (and a quote or
+proof that answers what was asked), since sending anything else would be our
+bug, not the peer's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Protocol
 
 from protocols.errors import LocalProtocolError
 from protocols.market.messages import (
+    AuditChallenge,
+    AuditProof,
     ContractDeploy,
     ContractExecute,
     ContractQuery,
@@ -53,6 +56,8 @@ class MarketBackend(Protocol):
 
     async def execute(self, peer: bytes, request: ContractExecute) -> ExecuteResult | Refused: ...
 
+    async def audit(self, peer: bytes, request: AuditChallenge) -> AuditProof | Refused: ...
+
 
 def quote_answers(request: QuoteRequest, quote: Quote) -> bool:
     """True if ``quote`` prices exactly what ``request`` asked for."""
@@ -62,6 +67,17 @@ def quote_answers(request: QuoteRequest, quote: Quote) -> bool:
         quote.tier,
         quote.sla_requested,
     ) == (request.size_bytes, request.duration_seconds, request.tier, request.sla_requested)
+
+
+def proof_answers(challenge: AuditChallenge, proof: AuditProof) -> bool:
+    """True if ``proof`` echoes the nonce and answers exactly the challenged leaves, in order.
+
+    Only the shape: whether the leaves and paths reach the contract's Merkle
+    root is node/market/audit.py's to check.
+    """
+    return proof.nonce == challenge.nonce and (
+        tuple(item.index for item in proof.items) == challenge.leaf_indices
+    )
 
 
 def _wrong_answer(request: MarketRequest, response: object) -> LocalProtocolError:
@@ -75,7 +91,7 @@ async def dispatch(backend: MarketBackend, peer: bytes, request: MarketRequest) 
 
     Raises LocalProtocolError if the backend answers with the wrong kind of
     response, one that breaks a message rule, or a quote for something other
-    than what was asked.
+    than what was asked, or a proof for another challenge.
     """
     response: MarketResponse
     match request:
@@ -93,6 +109,13 @@ async def dispatch(backend: MarketBackend, peer: bytes, request: MarketRequest) 
         case ContractExecute():
             response = await backend.execute(peer, request)
             allowed = (ExecuteResult, Refused)
+        case AuditChallenge():
+            response = await backend.audit(peer, request)
+            if isinstance(response, AuditProof) and not proof_answers(request, response):
+                raise LocalProtocolError(
+                    "proof_mismatch", "the proof does not answer the challenge"
+                )
+            allowed = (AuditProof, Refused)
         case _:
             raise LocalProtocolError("unknown_message", type(request).__name__)
     if not isinstance(response, allowed):
@@ -108,6 +131,7 @@ def outcome_event(request: MarketRequest, response: MarketResponse) -> str:
         ContractDeploy: "deploy",
         ContractQuery: "query",
         ContractExecute: "execute",
+        AuditChallenge: "audit",
     }[type(request)]
     match response:
         case Refused():
@@ -120,4 +144,6 @@ def outcome_event(request: MarketRequest, response: MarketResponse) -> str:
             outcome = "found"
         case NotFound():
             outcome = "not_found"
+        case AuditProof():
+            outcome = "proved"
     return f"{kind}_{outcome}"

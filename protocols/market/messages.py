@@ -29,11 +29,29 @@ countersign                            ..4096 bytes; required       ``bad_counte
                                        when accepted
 state                                  1..32 bytes                  ``bad_state``
 reason (results)                       ..256 bytes (Refused: 1..)   ``bad_reason``
+shard_address                          32 bytes                     ``bad_shard_address``
+nonce (challenge and proof)            32 bytes                     ``bad_nonce``
+leaf_indices                           1..64                        ``bad_leaf_indices``
+leaf_indices                           distinct                     ``duplicate_leaf_index``
+items in a proof                       at most 64                   ``too_many_items``
+leaf                                   0..65536 bytes               ``bad_leaf``
+path                                   at most 40 hashes of 32      ``bad_path``
+                                       bytes each
+leaves of a proof, all together        at most 1 MiB                ``proof_too_large``
 =====================================  ===========================  ===================
 
 Unparseable bytes (including strings that are not UTF-8) are ``garbage``; a
 message with no (or an unknown) ``oneof`` member is ``unknown_message``.
 Unknown fields inside a known message are ignored, as protobuf intends.
+
+Audit proofs are only bounded here: whether a proof answers its challenge
+(nonce echoed, exactly the challenged indices, in order) is the client's
+check (protocols/market/client.py), and whether it reaches the contract's
+Merkle root is node/market/audit.py's. Any leaf length up to a whole leaf is
+allowed, 0 included (the single empty leaf of an empty shard). The
+leaves of one proof total at most 1 MiB, so a proof fits one frame; a
+challenger must ask for fewer leaves of a shard with large leaves (16 of
+64 KiB, 256 of the default 4 KiB).
 
 Quote signatures: see :func:`quote_signing_bytes`.
 """
@@ -41,7 +59,7 @@ Quote signatures: see :func:`quote_signing_bytes`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -72,6 +90,14 @@ MAX_STATE_BYTES = 32
 MAX_TERMS_BYTES = ids.MARKET_LIMITS.max_frame
 MAX_TRANSITION_BYTES = 4096
 MAX_TRANSITIONS = 4096
+# Audits: the bounds of node/market/audit.py (which this layer may not import).
+SHARD_ADDRESS_BYTES = 32
+NONCE_BYTES = 32
+MAX_CHALLENGE_LEAVES = 64
+MAX_LEAF_BYTES = 1 << 16
+MAX_PATH_LENGTH = 40
+MAX_PROOF_LEAF_BYTES = 1 << 20
+MAX_UINT32 = (1 << 32) - 1
 MAX_UINT64 = (1 << 64) - 1
 MIN_SINT64 = -(1 << 63)
 MAX_SINT64 = (1 << 63) - 1
@@ -109,7 +135,17 @@ class ContractExecute:
     transition: bytes
 
 
-MarketRequest = QuoteRequest | ContractDeploy | ContractQuery | ContractExecute
+@dataclass(frozen=True)
+class AuditChallenge:
+    """Prove you hold ``shard_address`` of the contract: send these leaves, in this order."""
+
+    contract_id: bytes
+    shard_address: bytes
+    nonce: bytes
+    leaf_indices: tuple[int, ...]
+
+
+MarketRequest = QuoteRequest | ContractDeploy | ContractQuery | ContractExecute | AuditChallenge
 
 
 # -- responses -----------------------------------------------------------------
@@ -177,7 +213,26 @@ class Refused:
     reason: str
 
 
-MarketResponse = Quote | DeployResult | ContractRecord | NotFound | ExecuteResult | Refused
+@dataclass(frozen=True)
+class ProofItem:
+    """One challenged leaf: its index, its bytes and its sibling hashes, leaf to root."""
+
+    index: int
+    leaf: bytes = field(repr=False)
+    path: tuple[bytes, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuditProof:
+    """The challenge's nonce echoed and one item per challenged leaf."""
+
+    nonce: bytes
+    items: tuple[ProofItem, ...]
+
+
+MarketResponse = (
+    Quote | DeployResult | ContractRecord | NotFound | ExecuteResult | Refused | AuditProof
+)
 
 
 # -- the rules (one set; the error type says whose fault a violation is) --------
@@ -202,6 +257,11 @@ def _text(value: str, low: int, high: int, reason: str, error: ErrorType) -> Non
 def _uint64(error: ErrorType, *values: int) -> None:
     if not all(0 <= v <= MAX_UINT64 for v in values):
         raise error("uint64_range")
+
+
+def _uint32(error: ErrorType, *values: int) -> None:
+    if not all(0 <= v <= MAX_UINT32 for v in values):
+        raise error("uint32_range")
 
 
 def _at_least_one(value: int, reason: str, error: ErrorType) -> None:
@@ -291,6 +351,40 @@ def _check_refused(m: Refused, error: ErrorType) -> None:
     _text(m.reason, 1, MAX_REASON_BYTES, "bad_reason", error)
 
 
+def _check_audit(m: AuditChallenge, error: ErrorType) -> None:
+    _length(m.contract_id, CONTRACT_ID_BYTES, CONTRACT_ID_BYTES, "bad_contract_id", error)
+    _length(m.shard_address, SHARD_ADDRESS_BYTES, SHARD_ADDRESS_BYTES, "bad_shard_address", error)
+    _length(m.nonce, NONCE_BYTES, NONCE_BYTES, "bad_nonce", error)
+    if not 1 <= len(m.leaf_indices) <= MAX_CHALLENGE_LEAVES:
+        count = len(m.leaf_indices)
+        raise error("bad_leaf_indices", f"{count} indices, want 1..{MAX_CHALLENGE_LEAVES}")
+    _uint32(error, *m.leaf_indices)
+    if len(set(m.leaf_indices)) != len(m.leaf_indices):
+        raise error("duplicate_leaf_index")
+
+
+def _check_proof_item(item: ProofItem, error: ErrorType) -> None:
+    _uint32(error, item.index)
+    _length(item.leaf, 0, MAX_LEAF_BYTES, "bad_leaf", error)
+    if len(item.path) > MAX_PATH_LENGTH:
+        raise error("bad_path", f"{len(item.path)} hashes, want at most {MAX_PATH_LENGTH}")
+    for node in item.path:
+        _length(node, DIGEST_BYTES, DIGEST_BYTES, "bad_path", error)
+
+
+def _check_audit_proof(m: AuditProof, error: ErrorType) -> None:
+    _length(m.nonce, NONCE_BYTES, NONCE_BYTES, "bad_nonce", error)
+    if len(m.items) > MAX_CHALLENGE_LEAVES:
+        raise error("too_many_items", f"{len(m.items)} items, want at most {MAX_CHALLENGE_LEAVES}")
+    for item in m.items:
+        _check_proof_item(item, error)
+    total = sum(len(item.leaf) for item in m.items)
+    if total > MAX_PROOF_LEAF_BYTES:
+        raise error(
+            "proof_too_large", f"{total} bytes of leaves, want at most {MAX_PROOF_LEAF_BYTES}"
+        )
+
+
 # -- decoding --------------------------------------------------------------------
 
 
@@ -319,6 +413,9 @@ def decode_request(data: bytes) -> MarketRequest:
             message = ContractQuery(pb.query.contract_id)
         case "execute":
             message = ContractExecute(pb.execute.transition)
+        case "audit":
+            a = pb.audit
+            message = AuditChallenge(a.contract_id, a.shard_address, a.nonce, tuple(a.leaf_indices))
         case _:
             # No member of the oneof set: empty, or a request type from a newer peer.
             raise RemoteProtocolError("unknown_message")
@@ -372,6 +469,12 @@ def decode_response(data: bytes) -> MarketResponse:
             message = ExecuteResult(e.accepted, e.reason, e.sequence, e.state_digest)
         case "refused":
             message = Refused(pb.refused.reason)
+        case "audit_proof":
+            p = pb.audit_proof
+            message = AuditProof(
+                nonce=p.nonce,
+                items=tuple(ProofItem(item.index, item.leaf, tuple(item.path)) for item in p.items),
+            )
         case _:
             raise RemoteProtocolError("unknown_message")
     check_response(message, RemoteProtocolError)
@@ -389,6 +492,8 @@ def check_request(message: MarketRequest, error: ErrorType = LocalProtocolError)
             _check_query(message, error)
         case ContractExecute():
             _check_execute(message, error)
+        case AuditChallenge():
+            _check_audit(message, error)
         case _:
             raise error("unknown_message", type(message).__name__)
 
@@ -408,6 +513,8 @@ def check_response(message: MarketResponse, error: ErrorType = LocalProtocolErro
             _check_execute_result(message, error)
         case Refused():
             _check_refused(message, error)
+        case AuditProof():
+            _check_audit_proof(message, error)
         case _:
             raise error("unknown_message", type(message).__name__)
 
@@ -433,6 +540,12 @@ def encode_request(message: MarketRequest) -> bytes:
             pb.query.contract_id = message.contract_id
         case ContractExecute():
             pb.execute.transition = message.transition
+        case AuditChallenge():
+            a = pb.audit
+            a.contract_id = message.contract_id
+            a.shard_address = message.shard_address
+            a.nonce = message.nonce
+            a.leaf_indices.extend(message.leaf_indices)
     return pb.SerializeToString(deterministic=True)
 
 
@@ -486,6 +599,12 @@ def encode_response(message: MarketResponse) -> bytes:
             pb.execute_result.state_digest = message.state_digest
         case Refused():
             pb.refused.reason = message.reason
+        case AuditProof():
+            p = pb.audit_proof
+            p.SetInParent()
+            p.nonce = message.nonce
+            for item in message.items:
+                p.items.add(index=item.index, leaf=item.leaf, path=item.path)
     return pb.SerializeToString(deterministic=True)
 
 

@@ -13,7 +13,7 @@ a response we may not send) reset the stream and propagate.
 
 Events counted: ``<kind>_<outcome>`` for every answered request (``quote_quoted``,
 ``quote_refused``, ``deploy_accepted``, ``deploy_rejected``, ``query_found``,
-``query_not_found``, ``execute_accepted``, ...; see ``handlers.outcome_event``),
+``query_not_found``, ``execute_accepted``, ``audit_proved``, ...; see ``handlers.outcome_event``),
 ``served``, ``idle_close``, ``write_stalled``, ``stalled_frame``, ``too_many_streams``,
 ``stream_broken`` and every RemoteProtocolError reason (``garbage``,
 ``frame_too_large``, ``second_request``, ``bad_tier``, ...).

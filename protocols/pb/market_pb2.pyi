@@ -127,6 +127,36 @@ class ExecuteResult(_message.Message):
     state_digest: bytes
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., sequence: _Optional[int] = ..., state_digest: _Optional[bytes] = ...) -> None: ...
 
+class AuditChallenge(_message.Message):
+    __slots__ = ("contract_id", "shard_address", "nonce", "leaf_indices")
+    CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDICES_FIELD_NUMBER: _ClassVar[int]
+    contract_id: bytes
+    shard_address: bytes
+    nonce: bytes
+    leaf_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, contract_id: _Optional[bytes] = ..., shard_address: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., leaf_indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ProofItem(_message.Message):
+    __slots__ = ("index", "leaf", "path")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    leaf: bytes
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AuditProof(_message.Message):
+    __slots__ = ("nonce", "items")
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    items: _containers.RepeatedCompositeFieldContainer[ProofItem]
+    def __init__(self, nonce: _Optional[bytes] = ..., items: _Optional[_Iterable[_Union[ProofItem, _Mapping]]] = ...) -> None: ...
+
 class Refused(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -134,29 +164,33 @@ class Refused(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class MarketRequest(_message.Message):
-    __slots__ = ("quote_request", "deploy", "query", "execute")
+    __slots__ = ("quote_request", "deploy", "query", "execute", "audit")
     QUOTE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     DEPLOY_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
     quote_request: QuoteRequest
     deploy: ContractDeploy
     query: ContractQuery
     execute: ContractExecute
-    def __init__(self, quote_request: _Optional[_Union[QuoteRequest, _Mapping]] = ..., deploy: _Optional[_Union[ContractDeploy, _Mapping]] = ..., query: _Optional[_Union[ContractQuery, _Mapping]] = ..., execute: _Optional[_Union[ContractExecute, _Mapping]] = ...) -> None: ...
+    audit: AuditChallenge
+    def __init__(self, quote_request: _Optional[_Union[QuoteRequest, _Mapping]] = ..., deploy: _Optional[_Union[ContractDeploy, _Mapping]] = ..., query: _Optional[_Union[ContractQuery, _Mapping]] = ..., execute: _Optional[_Union[ContractExecute, _Mapping]] = ..., audit: _Optional[_Union[AuditChallenge, _Mapping]] = ...) -> None: ...
 
 class MarketResponse(_message.Message):
-    __slots__ = ("quote", "deploy_result", "record", "not_found", "execute_result", "refused")
+    __slots__ = ("quote", "deploy_result", "record", "not_found", "execute_result", "refused", "audit_proof")
     QUOTE_FIELD_NUMBER: _ClassVar[int]
     DEPLOY_RESULT_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_PROOF_FIELD_NUMBER: _ClassVar[int]
     quote: Quote
     deploy_result: DeployResult
     record: ContractRecord
     not_found: NotFound
     execute_result: ExecuteResult
     refused: Refused
-    def __init__(self, quote: _Optional[_Union[Quote, _Mapping]] = ..., deploy_result: _Optional[_Union[DeployResult, _Mapping]] = ..., record: _Optional[_Union[ContractRecord, _Mapping]] = ..., not_found: _Optional[_Union[NotFound, _Mapping]] = ..., execute_result: _Optional[_Union[ExecuteResult, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ...) -> None: ...
+    audit_proof: AuditProof
+    def __init__(self, quote: _Optional[_Union[Quote, _Mapping]] = ..., deploy_result: _Optional[_Union[DeployResult, _Mapping]] = ..., record: _Optional[_Union[ContractRecord, _Mapping]] = ..., not_found: _Optional[_Union[NotFound, _Mapping]] = ..., execute_result: _Optional[_Union[ExecuteResult, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ..., audit_proof: _Optional[_Union[AuditProof, _Mapping]] = ...) -> None: ...

@@ -18,6 +18,7 @@ class RefuseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HASH_MISMATCH: _ClassVar[RefuseReason]
     CORRUPT: _ClassVar[RefuseReason]
     OUT_OF_RANGE: _ClassVar[RefuseReason]
+    NO_CONTRACT: _ClassVar[RefuseReason]
 REFUSE_REASON_UNSPECIFIED: RefuseReason
 FULL: RefuseReason
 TOO_LARGE: RefuseReason
@@ -26,6 +27,7 @@ BUSY: RefuseReason
 HASH_MISMATCH: RefuseReason
 CORRUPT: RefuseReason
 OUT_OF_RANGE: RefuseReason
+NO_CONTRACT: RefuseReason
 
 class StoreBegin(_message.Message):
     __slots__ = ("address", "size", "contract_id")

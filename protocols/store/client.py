@@ -143,9 +143,16 @@ class StoreClient:
         addrs: Sequence[bytes],
         address: bytes,
         data: bytes,
+        *,
         contract_id: bytes = b"",
     ) -> StoreOutcome:
-        """Send ``data`` (whose BLAKE3 the peer checks against ``address``)."""
+        """Send ``data`` (whose BLAKE3 the peer checks against ``address``).
+
+        ``contract_id`` (32 bytes, or empty for none) names the storage
+        contract the shard is stored under; a holder that stores only under
+        contract answers REFUSED with reason NO_CONTRACT when none of its
+        active contracts with that ID covers the shard.
+        """
         async with self._operation(peer_id, addrs) as conv:
             await conv.send(StoreBegin(address, len(data), contract_id))
             reply = await conv.answer()

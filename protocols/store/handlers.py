@@ -69,8 +69,16 @@ class ShardHolder(Protocol[ReservationT]):
         """One answer per address, in order."""
         ...
 
-    async def reserve(self, address: bytes, size: int) -> ReservationT | Refused:
-        """Set aside ``size`` bytes for ``address``, or refuse (FULL, BUSY, ...)."""
+    async def reserve(
+        self, address: bytes, size: int, contract_id: bytes
+    ) -> ReservationT | Refused:
+        """Set aside ``size`` bytes for ``address``, or refuse (FULL, NO_CONTRACT, ...).
+
+        ``contract_id`` is the StoreBegin's: a 32-byte contract ID, or empty
+        when the client names none. A holder that stores only under contract
+        refuses NO_CONTRACT, before setting anything aside, unless an active
+        contract of its own with that ID covers ``address``.
+        """
         ...
 
     async def commit(self, reservation: ReservationT, data: bytes) -> bool:
@@ -176,7 +184,14 @@ class StoreHandlers(Generic[ReservationT]):
     async def begin_store(
         self, peer: bytes, request: StoreBegin
     ) -> Upload[ReservationT] | Stored | Refused:
-        """Ready to receive (an Upload), already held (Stored), or a refusal."""
+        """Ready to receive (an Upload), already held (Stored), or a refusal.
+
+        The checks, in order: TOO_LARGE; a shard already held is answered
+        Stored(already_held) whatever the contract (holding it again costs
+        nothing, and HasShards tells anyone that we hold it anyway); BUSY;
+        then the holder's ``reserve``, which alone decides on the contract
+        (NO_CONTRACT) and on space (FULL).
+        """
         limit = self._holder.max_shard_size()
         if request.size > limit:
             return Refused(RefuseReason.TOO_LARGE, f"{request.size} > {limit} bytes")
@@ -185,7 +200,7 @@ class StoreHandlers(Generic[ReservationT]):
             return Stored(request.address, already_held=True)
         if self._uploads >= self._max_uploads:
             return Refused(RefuseReason.BUSY, f"{self._uploads} uploads in progress")
-        reservation = await self._holder.reserve(request.address, request.size)
+        reservation = await self._holder.reserve(request.address, request.size, request.contract_id)
         if isinstance(reservation, Refused):
             return reservation
         self._uploads += 1

@@ -1,8 +1,9 @@
 """/zhtp/store/1.0.0 messages as typed values; the only place that sees store_pb2.
 
 Decoding is where hostile input is first met: garbage, an empty or unknown
-``oneof``, addresses that are not 32 bytes, empty or oversized chunks and
-oversized lists are RemoteProtocolErrors. Encoding refuses (with a
+``oneof``, addresses that are not 32 bytes, contract IDs that are neither
+empty nor 32 bytes, empty or oversized chunks and oversized lists are
+RemoteProtocolErrors. Encoding refuses (with a
 LocalProtocolError) anything our own decoder would reject from a peer.
 """
 
@@ -20,7 +21,8 @@ ADDRESS_BYTES = 32  # BLAKE3-256
 # A chunk frame must fit STORE_LIMITS.max_frame with its few bytes of envelope.
 MAX_CHUNK = 256 * 1024
 MAX_HAS_ADDRESSES = 1024
-MAX_CONTRACT_ID_BYTES = 64
+# A storage contract's ID (a BLAKE3-256 digest); StoreBegin carries one or none.
+CONTRACT_ID_BYTES = 32
 MAX_DETAIL_CHARS = 256
 MAX_UINT64 = (1 << 64) - 1
 
@@ -35,12 +37,15 @@ class RefuseReason(enum.IntEnum):
     HASH_MISMATCH = 5
     CORRUPT = 6
     OUT_OF_RANGE = 7
+    NO_CONTRACT = 8  # no active contract of this holder covers the shard
 
 
 @dataclass(frozen=True)
 class StoreBegin:
     address: bytes
     size: int
+    # The contract the shard is stored under (32 bytes); empty for none, which
+    # only a holder that admits shards without a contract accepts.
     contract_id: bytes = b""
 
 
@@ -146,6 +151,12 @@ def _address(raw: bytes) -> bytes:
     return raw
 
 
+def _contract_id(raw: bytes) -> bytes:
+    if len(raw) not in (0, CONTRACT_ID_BYTES):
+        raise RemoteProtocolError("bad_contract_id", f"{len(raw)} bytes")
+    return raw
+
+
 def _positive(value: int, reason: str) -> int:
     if value < 1:
         raise RemoteProtocolError(reason, "must be at least 1")
@@ -161,12 +172,10 @@ def decode_message(data: bytes) -> StoreMessage:
     kind = pb.WhichOneof("body")
     match kind:
         case "begin":
-            if len(pb.begin.contract_id) > MAX_CONTRACT_ID_BYTES:
-                raise RemoteProtocolError("bad_contract_id", f"{len(pb.begin.contract_id)} bytes")
             return StoreBegin(
                 _address(pb.begin.address),
                 _positive(pb.begin.size, "empty_shard"),
-                pb.begin.contract_id,
+                _contract_id(pb.begin.contract_id),
             )
         case "ready":
             return StoreReady(_positive(pb.ready.window, "bad_window"))
@@ -233,7 +242,11 @@ def encode_message(message: StoreMessage) -> bytes:
             _check_address(address)
             _check_uint64(size)
             _check(size >= 1, "empty_shard")
-            _check(len(contract_id) <= MAX_CONTRACT_ID_BYTES, "bad_contract_id")
+            _check(
+                len(contract_id) in (0, CONTRACT_ID_BYTES),
+                "bad_contract_id",
+                f"{len(contract_id)} bytes",
+            )
             pb.begin.address = address
             pb.begin.size = size
             pb.begin.contract_id = contract_id

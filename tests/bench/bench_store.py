@@ -47,7 +47,9 @@ class MemoryHolder:
     async def has(self, addresses: Sequence[bytes]) -> list[bool]:
         return [a in self.shards for a in addresses]
 
-    async def reserve(self, address: bytes, size: int) -> tuple[bytes, int] | Refused:
+    async def reserve(
+        self, address: bytes, size: int, contract_id: bytes
+    ) -> tuple[bytes, int] | Refused:
         if size > self.max_shard_size():
             return Refused(RefuseReason.TOO_LARGE)
         return (address, size)

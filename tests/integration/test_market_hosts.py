@@ -30,6 +30,7 @@ from protocols.framing import (
 )
 from protocols.market.client import MarketClient
 from protocols.market.messages import (
+    AuditProof,
     ContractDeploy,
     ContractQuery,
     ContractRecord,
@@ -43,13 +44,18 @@ from protocols.market.messages import (
 from protocols.market.session import serve_market_stream
 from tests.integration.test_store_hosts import LOOPBACK, transport_addrs
 from tests.unit.test_market_session import (
+    AUDIT,
     DEPLOY,
     DIGEST,
     EXECUTE,
+    LARGE_CONTRACT,
+    NONCE,
     QUERY,
     QUOTE_REQUEST,
     SIG,
     StubBackend,
+    large_record,
+    stub_proof_item,
 )
 
 TIMEOUT = 30
@@ -122,6 +128,37 @@ async def test_quote_deploy_query_execute_round_trips() -> None:
         "execute_accepted": 1,
         "served": 6,
     }
+
+
+async def test_audit_proof_arrives_intact() -> None:
+    # The stub's proof is any bytes of the right shape (protocols/ may not
+    # import node/market/audit.py); this layer must carry it unchanged.
+    with trio.fail_after(TIMEOUT):
+        async with market_pair() as pair:
+            proof = await pair.client.audit(pair.server_id, pair.server_addrs, AUDIT)
+            wide = dataclasses.replace(AUDIT, leaf_indices=tuple(range(64, 0, -1)))
+            wide_proof = await pair.client.audit(pair.server_id, pair.server_addrs, wide)
+            not_ours = dataclasses.replace(AUDIT, contract_id=bytes(32))
+            refusal = await pair.client.audit(pair.server_id, pair.server_addrs, not_ours)
+    assert proof == AuditProof(NONCE, tuple(map(stub_proof_item, AUDIT.leaf_indices)))
+    assert isinstance(wide_proof, AuditProof)
+    assert [item.index for item in wide_proof.items] == list(range(64, 0, -1))
+    assert wide_proof.items == tuple(map(stub_proof_item, range(64, 0, -1)))
+    assert refusal == Refused("no such contract here")
+    assert [request for _, _, request in pair.backend.calls] == [AUDIT, wide, not_ours]
+    assert pair.counters.snapshot() == {"audit_proved": 2, "audit_refused": 1, "served": 3}
+
+
+async def test_one_mib_record_round_trips() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with market_pair() as pair:
+            record = await pair.client.query(
+                pair.server_id, pair.server_addrs, ContractQuery(LARGE_CONTRACT)
+            )
+    assert record == large_record(pair.server_id)
+    assert isinstance(record, ContractRecord)
+    assert len(record.terms) + sum(map(len, record.transitions)) > 1_000_000
+    assert pair.counters.snapshot() == {"query_found": 1, "served": 1}
 
 
 async def test_refusal_is_returned_as_a_value() -> None:

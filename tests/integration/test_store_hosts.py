@@ -11,6 +11,10 @@ stream reset. There the client is a stock py-libp2p host. Our window keeps a
 sender from ever filling Yamux's window, so a server may pause as long as it
 likes; the control test shows the same pause killing a sender that ignores
 the window, so the slow-holder test is known to be able to fail.
+
+The admission test runs the node's own LocalShardHolder on a real ShardStore
+with an ``admit`` that accepts one contract, and the client through the
+node's NodeFileNetwork, to see the error a caller gets.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, cast
 
 import blake3
 import multiaddr
@@ -33,14 +39,21 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as StockNoise
 
+from node.dht import Dht
+from node.files.network import ShardNoContract
+from node.files.node_network import NodeFileNetwork
 from node.host import StreamOpener, build_host, set_handler, stream_peer
+from node.storage.holder import LocalShardHolder
+from node.storage.shards import ShardStore
 from protocols import ids
-from protocols.framing import TRANSPORT_ERRORS, ByteStream, FrameReader, StreamGate
+from protocols.framing import TRANSPORT_ERRORS, ByteStream, Counters, FrameReader, StreamGate
+from protocols.kad.messages import PeerInfo
 from protocols.store.client import StoreClient, StoreOutcome, StoreStatus
-from protocols.store.handlers import DEFAULT_WINDOW
+from protocols.store.handlers import DEFAULT_WINDOW, ReservationT, StoreHandlers
 from protocols.store.messages import (
     MAX_CHUNK,
     Chunk,
+    Refused,
     RefuseReason,
     StoreBegin,
     StoreReady,
@@ -56,6 +69,15 @@ BIG_SHARD_SIZE = 20 * 1024 * 1024
 # Longer than Yamux's 5 s wait for a window update.
 PAUSE = 6.0
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+class ContractHolder(MemoryHolder):
+    """The unit tests' MemoryHolder, taking ShardHolder.reserve's contract_id (and ignoring it)."""
+
+    async def reserve(
+        self, address: bytes, size: int, contract_id: bytes = b""
+    ) -> Reservation | Refused:
+        return await super().reserve(address, size)
 
 
 def transport_addrs(host: IHost) -> tuple[bytes, ...]:
@@ -81,6 +103,48 @@ def stock_host(pair: KeyPair) -> IHost:
 
 
 @dataclass
+class HostPair(Generic[ReservationT]):
+    handlers: StoreHandlers[ReservationT]
+    counters: Counters
+    client_host: IHost
+    server_id: bytes
+    server_addrs: tuple[bytes, ...]
+    open_stream: StreamOpener
+
+    def client(self, **options: float) -> StoreClient:
+        return StoreClient(self.open_stream, **options)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def host_pair(
+    handlers: StoreHandlers[ReservationT],
+    counters: Counters,
+    *,
+    wrap: Callable[[INetStream], ByteStream] | None = None,
+    client_host: Callable[[KeyPair], IHost] = build_host,
+) -> AsyncIterator[HostPair[ReservationT]]:
+    """A node host serving ``handlers`` on the STORE id, and a client host to reach it."""
+    gate = StreamGate(ids.STORE_LIMITS.max_streams_per_peer)
+
+    async def handle(stream: INetStream) -> None:
+        served: ByteStream = stream if wrap is None else wrap(stream)
+        await serve_store_stream(served, stream_peer(stream), handlers, counters, gate)
+
+    server = build_host(create_new_key_pair())
+    client = client_host(create_new_key_pair())
+    async with server.run([LOOPBACK]), client.run([LOOPBACK]):
+        set_handler(server, ids.STORE, handle)
+        yield HostPair(
+            handlers,
+            counters,
+            client,
+            server.get_id().to_bytes(),
+            transport_addrs(server),
+            StreamOpener(client),
+        )
+
+
+@dataclass
 class StorePair:
     server: Server
     client_host: IHost
@@ -102,23 +166,12 @@ async def store_pair(
     wrap: Callable[[INetStream], ByteStream] | None = None,
     client_host: Callable[[KeyPair], IHost] = build_host,
 ) -> AsyncIterator[StorePair]:
-    store = Server(holder)
-    gate = StreamGate(ids.STORE_LIMITS.max_streams_per_peer)
-
-    async def handle(stream: INetStream) -> None:
-        served: ByteStream = stream if wrap is None else wrap(stream)
-        await serve_store_stream(served, stream_peer(stream), store.handlers, store.counters, gate)
-
-    server = build_host(create_new_key_pair())
-    client = client_host(create_new_key_pair())
-    async with server.run([LOOPBACK]), client.run([LOOPBACK]):
-        set_handler(server, ids.STORE, handle)
+    store = Server(holder or ContractHolder())
+    async with host_pair(
+        store.handlers, store.counters, wrap=wrap, client_host=client_host
+    ) as hosts:
         yield StorePair(
-            store,
-            client,
-            server.get_id().to_bytes(),
-            transport_addrs(server),
-            StreamOpener(client),
+            store, hosts.client_host, hosts.server_id, hosts.server_addrs, hosts.open_stream
         )
 
 
@@ -153,7 +206,7 @@ class PausingReads:
         await self._inner.reset()
 
 
-class SlowCommitHolder(MemoryHolder):
+class SlowCommitHolder(ContractHolder):
     async def commit(self, reservation: Reservation, data: bytes) -> bool:
         await trio.sleep(PAUSE + 0.5)
         return await super().commit(reservation, data)
@@ -207,7 +260,7 @@ async def test_control_a_sender_ignoring_the_window_is_reset_by_the_pause() -> N
     # waiting for a window update py-libp2p resets the stream.
     size = BIG_SHARD_SIZE
     address, data = make_shard(size, seed=2)
-    holder = MemoryHolder(max_shard=size)
+    holder = ContractHolder(max_shard=size)
     with trio.fail_after(60):
         async with store_pair(
             holder, wrap=lambda s: PausingReads(s, PAUSE), client_host=stock_host
@@ -267,3 +320,54 @@ async def test_protocol_id_is_negotiated() -> None:
             stream = await pair.raw_stream()
             assert stream.get_protocol() == TProtocol(ids.STORE)
             await stream.close()
+
+
+async def test_holder_refuses_shards_no_contract_covers(tmp_path: Path) -> None:
+    contract = bytes.fromhex("c0ffee00" * 8)
+    address, data = make_shard(SHARD_SIZE, seed=5)
+    other_address, other_data = make_shard(100_000, seed=6)
+    seen: list[tuple[bytes, bytes]] = []
+
+    def admit(shard: bytes, contract_id: bytes) -> bool:
+        seen.append((shard, contract_id))
+        return contract_id == contract
+
+    store = ShardStore(tmp_path / "shards", tmp_path / "node.sqlite3", max_bytes=64 << 20)
+    own_store = ShardStore(tmp_path / "own", tmp_path / "own.sqlite3", max_bytes=1 << 20)
+    try:
+        holder = LocalShardHolder(store, max_shard_size=SHARD_SIZE, admit=admit)
+        counters = Counters()
+        with trio.fail_after(60):
+            async with host_pair(StoreHandlers(holder), counters) as pair:
+                client = pair.client()
+                stored = await client.store_shard(
+                    pair.server_id, pair.server_addrs, address, data, contract_id=contract
+                )
+                refused = await client.store_shard(
+                    pair.server_id, pair.server_addrs, other_address, other_data
+                )
+                # Through the node's own FileNetwork: a clear error for the caller.
+                net = NodeFileNetwork(
+                    dht=cast(Dht, None),  # store_shard never asks the DHT
+                    client=client,
+                    holder=LocalShardHolder(own_store, max_shard_size=SHARD_SIZE),
+                    local_peer_id=pair.client_host.get_id().to_bytes(),
+                    self_addrs=lambda: (),
+                )
+                peer = PeerInfo(pair.server_id, pair.server_addrs)
+                with pytest.raises(ShardNoContract, match="refused the shard: NO_CONTRACT"):
+                    await net.store_shard(peer, other_address, other_data)
+                await net.store_shard(peer, other_address, other_data, contract_id=contract)
+    finally:
+        store.close()
+        own_store.close()
+    assert stored == StoreOutcome(StoreStatus.STORED)
+    assert (refused.status, refused.reason) == (StoreStatus.REFUSED, RefuseReason.NO_CONTRACT)
+    assert refused.detail == "no active contract covers this shard"
+    assert seen == [
+        (address, contract),
+        (other_address, b""),
+        (other_address, b""),
+        (other_address, contract),
+    ]
+    assert counters.snapshot() == {"stored": 2, "refused_no_contract": 2}

@@ -61,7 +61,9 @@ class ScriptedNetwork:
         await trio.lowlevel.checkpoint()
         return self._closest(address)
 
-    async def store_shard(self, peer: PeerInfo, address: bytes, data: bytes) -> None:
+    async def store_shard(
+        self, peer: PeerInfo, address: bytes, data: bytes, *, contract_id: bytes = b""
+    ) -> None:
         await trio.lowlevel.checkpoint()
         if peer.peer_id in self.down:
             raise ShardTransferError("unreachable")

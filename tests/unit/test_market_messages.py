@@ -25,28 +25,39 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocols import ids
 from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.framing import encode_frame
 from protocols.market import messages as m
 from protocols.market.messages import (
     CONTRACT_ID_BYTES,
     DIGEST_BYTES,
+    MAX_CHALLENGE_LEAVES,
+    MAX_LEAF_BYTES,
     MAX_LINE_DETAIL_BYTES,
     MAX_LINE_KEY_BYTES,
     MAX_LINE_LABEL_BYTES,
     MAX_LINES,
     MAX_PARTY_ID_BYTES,
+    MAX_PATH_LENGTH,
+    MAX_PROOF_LEAF_BYTES,
     MAX_REASON_BYTES,
     MAX_SINT64,
     MAX_STATE_BYTES,
     MAX_TIER_BYTES,
     MAX_TRANSITION_BYTES,
     MAX_TRANSITIONS,
+    MAX_UINT32,
     MAX_UINT64,
     MIN_SINT64,
+    NONCE_BYTES,
     PUBLIC_KEY_BYTES,
     QUOTE_DOMAIN,
     QUOTE_ID_BYTES,
+    SHARD_ADDRESS_BYTES,
     SIGNATURE_BYTES,
+    AuditChallenge,
+    AuditProof,
     ContractDeploy,
     ContractExecute,
     ContractQuery,
@@ -57,6 +68,7 @@ from protocols.market.messages import (
     MarketResponse,
     NotFound,
     PriceLine,
+    ProofItem,
     Quote,
     QuoteRequest,
     Refused,
@@ -78,7 +90,8 @@ SIGNATURE = VECTOR_DIR / "quote_signature.json"
 
 # -- a tiny protobuf writer, by field number (proto/market.proto) ---------------
 
-# message -> field -> (number, wire form); "message:X" nests X, "repeated:" repeats.
+# message -> field -> (number, wire form); "message:X" nests X, "repeated:" repeats,
+# "packed" is a repeated varint field written packed (proto3's default).
 SCHEMA: dict[str, dict[str, tuple[int, str]]] = {
     "QuoteRequest": {
         "size_bytes": (1, "varint"),
@@ -133,9 +146,23 @@ SCHEMA: dict[str, dict[str, tuple[int, str]]] = {
         "state_digest": (4, "bytes"),
     },
     "Refused": {"reason": (1, "bytes")},
+    "AuditChallenge": {
+        "contract_id": (1, "bytes"),
+        "shard_address": (2, "bytes"),
+        "nonce": (3, "bytes"),
+        "leaf_indices": (4, "packed"),
+    },
+    "ProofItem": {"index": (1, "varint"), "leaf": (2, "bytes"), "path": (3, "repeated:bytes")},
+    "AuditProof": {"nonce": (1, "bytes"), "items": (2, "repeated:message:ProofItem")},
 }
 # oneof field numbers of MarketRequest.body and MarketResponse.body
-REQUEST_NUMBERS = {"QuoteRequest": 1, "ContractDeploy": 2, "ContractQuery": 3, "ContractExecute": 4}
+REQUEST_NUMBERS = {
+    "QuoteRequest": 1,
+    "ContractDeploy": 2,
+    "ContractQuery": 3,
+    "ContractExecute": 4,
+    "AuditChallenge": 5,
+}
 RESPONSE_NUMBERS = {
     "Quote": 1,
     "DeployResult": 2,
@@ -143,6 +170,7 @@ RESPONSE_NUMBERS = {
     "NotFound": 4,
     "ExecuteResult": 5,
     "Refused": 6,
+    "AuditProof": 7,
 }
 
 
@@ -182,7 +210,10 @@ def pb_message(kind: str, fields: dict[str, Any]) -> bytes:
     for name, (number, form) in sorted(SCHEMA[kind].items(), key=lambda item: item[1][0]):
         if name not in fields:
             continue
-        if form.startswith("repeated:"):
+        if form == "packed":
+            if fields[name]:  # an empty packed list is omitted
+                out += field_bytes(number, b"".join(varint(v) for v in fields[name]))
+        elif form.startswith("repeated:"):
             inner = form.removeprefix("repeated:")
             for item in fields[name]:
                 # Repeated elements are written even when empty.
@@ -200,7 +231,7 @@ def fields_of(message: Any) -> dict[str, Any]:
     return {
         f.name: (
             tuple(fields_of(x) for x in getattr(message, f.name))
-            if f.name == "lines"
+            if f.name in ("lines", "items")
             else getattr(message, f.name)
         )
         for f in dataclasses.fields(message)
@@ -264,6 +295,17 @@ DEPLOY_RESULT = DeployResult(True, b"countersign")
 RECORD = ContractRecord(b"terms", SIG, (b"t1", b"t2"), "active", 1, DIGEST, PROVIDER, SIG)
 EXECUTE_RESULT = ExecuteResult(True, "", 2, DIGEST)
 REFUSED = Refused("no capacity")
+NONCE = bytes(range(0x40, 0x40 + NONCE_BYTES))
+HASH = b"\x7e" * DIGEST_BYTES
+AUDIT = AuditChallenge(bytes(range(CONTRACT_ID_BYTES)), b"\x5a" * 32, NONCE, (3, 0, 9))
+PROOF = AuditProof(
+    NONCE,
+    (
+        ProofItem(3, b"leaf 3", (HASH, HASH)),
+        ProofItem(0, b"leaf 0", (HASH,)),
+        ProofItem(9, b"", ()),
+    ),
+)
 
 # -- round trips --------------------------------------------------------------------
 
@@ -331,11 +373,36 @@ def quotes(draw: st.DrawFn) -> Quote:
     )
 
 
+UINT32 = st.integers(min_value=0, max_value=MAX_UINT32)
+audit_challenges = st.builds(
+    AuditChallenge,
+    contract_id=blob(CONTRACT_ID_BYTES),
+    shard_address=blob(SHARD_ADDRESS_BYTES),
+    nonce=blob(NONCE_BYTES),
+    leaf_indices=st.lists(UINT32, min_size=1, max_size=MAX_CHALLENGE_LEAVES, unique=True).map(
+        tuple
+    ),
+)
+proof_items = st.builds(
+    ProofItem,
+    index=UINT32,
+    # Leaves of any length (0 included) up to a whole leaf; small here, at the
+    # limit in test_messages_at_every_limit_round_trip.
+    leaf=blob(0, 600),
+    path=st.lists(blob(DIGEST_BYTES), max_size=MAX_PATH_LENGTH).map(tuple),
+)
+audit_proofs = st.builds(
+    AuditProof,
+    nonce=blob(NONCE_BYTES),
+    items=st.lists(proof_items, max_size=MAX_CHALLENGE_LEAVES).map(tuple),
+)
+
 requests: st.SearchStrategy[MarketRequest] = st.one_of(
     quote_requests,
     st.builds(ContractDeploy, terms=blob(1, 2048), client_signature=signatures),
     st.builds(ContractQuery, contract_id=blob(CONTRACT_ID_BYTES)),
     st.builds(ContractExecute, transition=blob(1, MAX_TRANSITION_BYTES)),
+    audit_challenges,
 )
 deploy_results = st.booleans().flatmap(
     lambda accepted: st.builds(
@@ -372,6 +439,7 @@ responses: st.SearchStrategy[MarketResponse] = st.one_of(
     st.just(NotFound()),
     execute_results,
     st.builds(Refused, reason=text(1, MAX_REASON_BYTES)),
+    audit_proofs,
 )
 
 
@@ -413,6 +481,8 @@ def test_messages_at_every_limit_round_trip() -> None:
         QuoteRequest(1, 1, "€", False, b"c" * MAX_PARTY_ID_BYTES),
         ContractDeploy(b"t" * (200 * 1024), SIG),
         ContractExecute(b"x" * MAX_TRANSITION_BYTES),
+        dataclasses.replace(AUDIT, leaf_indices=tuple(range(MAX_CHALLENGE_LEAVES))),
+        dataclasses.replace(AUDIT, leaf_indices=(MAX_UINT32,)),
     ):
         assert decode_request(encode_request(request)) == request
     for response in (
@@ -438,8 +508,52 @@ def test_messages_at_every_limit_round_trip() -> None:
         dataclasses.replace(RECORD, state="s" * MAX_STATE_BYTES, replica=b"r" * 64),
         ExecuteResult(False),
         Refused("é" * (MAX_REASON_BYTES // 2)),  # bytes, not characters
+        AuditProof(NONCE, ()),
+        AuditProof(NONCE, (ProofItem(MAX_UINT32, b"", ()),)),  # an empty shard's one leaf
+        *LARGEST_PROOFS,
     ):
         assert decode_response(encode_response(response)) == response
+
+
+def _full_path(index: int) -> tuple[bytes, ...]:
+    return tuple(bytes([index % 256, level]) * 16 for level in range(MAX_PATH_LENGTH))
+
+
+# The largest proofs: 1 MiB of leaves as 16 whole 64 KiB leaves, and as 64 leaves
+# of 16 KiB, every one with the longest path.
+LARGEST_PROOFS = (
+    AuditProof(
+        NONCE,
+        tuple(ProofItem(i, bytes([i]) * MAX_LEAF_BYTES, _full_path(i)) for i in range(16)),
+    ),
+    AuditProof(
+        NONCE,
+        tuple(
+            ProofItem(MAX_UINT32 - i, bytes([i]) * (MAX_PROOF_LEAF_BYTES // 64), _full_path(i))
+            for i in range(MAX_CHALLENGE_LEAVES)
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("proof", LARGEST_PROOFS, ids=["16_whole_leaves", "64_leaves"])
+def test_the_largest_proof_fits_one_frame(proof: AuditProof) -> None:
+    assert sum(len(item.leaf) for item in proof.items) == MAX_PROOF_LEAF_BYTES
+    payload = encode_response(proof)
+    assert len(payload) < ids.MARKET_LIMITS.max_frame
+    encode_frame(payload, ids.MARKET_LIMITS.max_frame)  # no frame_too_large
+
+
+def test_a_one_mib_record_fits_one_frame() -> None:
+    # terms and 4096 transitions as large as node/market/contract.py lets a
+    # whole record be (1 MiB), which 256 KiB frames could not carry.
+    transitions = (b"t" * 200,) * MAX_TRANSITIONS
+    terms = b"T" * ((1 << 20) - 200 * MAX_TRANSITIONS - 1024)
+    record = dataclasses.replace(RECORD, terms=terms, transitions=transitions)
+    payload = encode_response(record)
+    assert len(payload) > 1 << 20
+    encode_frame(payload, ids.MARKET_LIMITS.max_frame)
+    assert decode_response(payload) == record
 
 
 # -- golden vectors -----------------------------------------------------------------
@@ -456,6 +570,10 @@ def _from_json(cls: type[Any], data: dict[str, Any]) -> Any:
             values[name] = tuple(bytes.fromhex(v) for v in value)
         elif hint == tuple[PriceLine, ...]:
             values[name] = tuple(_from_json(PriceLine, v) for v in value)
+        elif hint == tuple[ProofItem, ...]:
+            values[name] = tuple(_from_json(ProofItem, v) for v in value)
+        elif hint == tuple[int, ...]:
+            values[name] = tuple(value)
         else:
             values[name] = value
     return cls(**values)
@@ -515,6 +633,25 @@ def test_vectors_spelled_out_byte_by_byte() -> None:
     assert _vector("refused") == b"\x32\x0d\x0a\x0bno capacity"
     # accepted false, no countersign (both omitted), reason "quote expired".
     assert _vector("deploy_result_rejected") == b"\x12\x0f\x1a\x0dquote expired"
+    # nonce, then one item with index 0, no leaf and no path: all omitted, the
+    # item itself still present (a repeated message is always written).
+    assert _vector("audit_proof_empty_leaf") == (
+        b"\x3a\x24" + b"\x0a\x20" + bytes(range(0x40, 0x60)) + b"\x12\x00"
+    )
+
+
+def test_leaf_indices_are_packed_varints() -> None:
+    # 7, 0, 300, 65536 as one length-delimited field 4: 07 00 ac02 808004.
+    assert bytes.fromhex("22070700ac02808004") in _vector("audit_challenge")
+
+
+def test_unpacked_leaf_indices_decode_too() -> None:
+    # A protobuf parser must accept a repeated scalar written either way.
+    inner = b"".join(
+        field_bytes(n, v) for n, v in ((1, AUDIT.contract_id), (2, AUDIT.shard_address))
+    ) + field_bytes(3, AUDIT.nonce)
+    inner += b"".join(field_varint(4, i) for i in AUDIT.leaf_indices)
+    assert decode_request(field_bytes(5, inner)) == AUDIT
 
 
 def test_negative_price_line_is_zigzag() -> None:
@@ -697,8 +834,8 @@ def test_empty_message_is_unknown(decode: Callable[[bytes], object]) -> None:
 
 
 def test_unknown_oneof_member_is_unknown() -> None:
-    assert remote_reason(decode_request, field_bytes(5, b"")) == "unknown_message"
-    assert remote_reason(decode_response, field_bytes(7, b"")) == "unknown_message"
+    assert remote_reason(decode_request, field_bytes(6, b"")) == "unknown_message"
+    assert remote_reason(decode_response, field_bytes(8, b"")) == "unknown_message"
 
 
 def test_unknown_fields_inside_a_message_are_ignored() -> None:
@@ -727,6 +864,14 @@ def _line_fields(**overrides: Any) -> dict[str, Any]:
     return {"key": "base", "label": "", "micro_tokens": 90, "detail": "", **overrides}
 
 
+def _item_fields(**overrides: Any) -> dict[str, Any]:
+    return {"index": 0, "leaf": b"leaf", "path": (HASH,), **overrides}
+
+
+# 16 whole 64 KiB leaves: exactly the 1 MiB a proof may carry.
+ONE_MIB_OF_ITEMS = tuple(_item_fields(index=i, leaf=bytes(MAX_LEAF_BYTES)) for i in range(16))
+
+
 REQUEST_RULES: list[tuple[str, MarketRequest, dict[str, Any], str]] = [
     ("size_zero", QUOTE_REQUEST, {"size_bytes": 0}, "bad_size"),
     ("duration_zero", QUOTE_REQUEST, {"duration_seconds": 0}, "bad_duration"),
@@ -744,6 +889,23 @@ REQUEST_RULES: list[tuple[str, MarketRequest, dict[str, Any], str]] = [
     ("contract_id_missing", QUERY, {"contract_id": b""}, "bad_contract_id"),
     ("transition_empty", EXECUTE, {"transition": b""}, "bad_transition"),
     ("transition_too_long", EXECUTE, {"transition": bytes(4097)}, "bad_transition"),
+    ("audit_contract_id_short", AUDIT, {"contract_id": bytes(31)}, "bad_contract_id"),
+    ("audit_contract_id_missing", AUDIT, {"contract_id": b""}, "bad_contract_id"),
+    ("shard_address_short", AUDIT, {"shard_address": bytes(31)}, "bad_shard_address"),
+    ("shard_address_long", AUDIT, {"shard_address": bytes(33)}, "bad_shard_address"),
+    ("shard_address_missing", AUDIT, {"shard_address": b""}, "bad_shard_address"),
+    ("challenge_nonce_short", AUDIT, {"nonce": NONCE[:31]}, "bad_nonce"),
+    ("challenge_nonce_long", AUDIT, {"nonce": NONCE + b"n"}, "bad_nonce"),
+    ("challenge_nonce_missing", AUDIT, {"nonce": b""}, "bad_nonce"),
+    ("no_leaf_indices", AUDIT, {"leaf_indices": ()}, "bad_leaf_indices"),
+    (
+        "too_many_leaf_indices",
+        AUDIT,
+        {"leaf_indices": tuple(range(MAX_CHALLENGE_LEAVES + 1))},
+        "bad_leaf_indices",
+    ),
+    ("duplicate_leaf_index", AUDIT, {"leaf_indices": (3, 0, 3)}, "duplicate_leaf_index"),
+    ("duplicate_leaf_zero", AUDIT, {"leaf_indices": (0, 0)}, "duplicate_leaf_index"),
 ]
 
 
@@ -822,6 +984,36 @@ RESPONSE_RULES: list[tuple[str, MarketResponse, dict[str, Any], str]] = [
     ("refused_without_reason", REFUSED, {"reason": ""}, "bad_reason"),
     ("refused_reason_too_long", REFUSED, {"reason": "r" * 257}, "bad_reason"),
     ("refused_reason_too_many_bytes", REFUSED, {"reason": "é" * 129}, "bad_reason"),
+    ("proof_nonce_short", PROOF, {"nonce": NONCE[:31]}, "bad_nonce"),
+    ("proof_nonce_missing", PROOF, {"nonce": b""}, "bad_nonce"),
+    (
+        "too_many_items",
+        PROOF,
+        {"items": (_item_fields(),) * (MAX_CHALLENGE_LEAVES + 1)},
+        "too_many_items",
+    ),
+    ("leaf_too_long", PROOF, {"items": (_item_fields(leaf=bytes(65537)),)}, "bad_leaf"),
+    (
+        "path_too_long",
+        PROOF,
+        {"items": (_item_fields(path=(HASH,) * (MAX_PATH_LENGTH + 1)),)},
+        "bad_path",
+    ),
+    ("path_hash_short", PROOF, {"items": (_item_fields(path=(HASH, HASH[:31])),)}, "bad_path"),
+    ("path_hash_long", PROOF, {"items": (_item_fields(path=(HASH + b"h",)),)}, "bad_path"),
+    ("path_hash_empty", PROOF, {"items": (_item_fields(path=(b"",)),)}, "bad_path"),
+    (
+        "leaves_over_one_mib",
+        PROOF,
+        {"items": (*ONE_MIB_OF_ITEMS, _item_fields(index=16, leaf=bytes(MAX_LEAF_BYTES)))},
+        "proof_too_large",
+    ),
+    (
+        "leaves_one_byte_over_one_mib",
+        PROOF,
+        {"items": (*ONE_MIB_OF_ITEMS, _item_fields(index=16, leaf=b"x"))},
+        "proof_too_large",
+    ),
 ]
 
 
@@ -837,6 +1029,8 @@ def test_response_rule(message: MarketResponse, overrides: dict[str, Any], reaso
             **overrides,
             "lines": tuple(PriceLine(**line) for line in overrides["lines"]),
         }
+    if "items" in overrides:
+        overrides = {**overrides, "items": tuple(ProofItem(**i) for i in overrides["items"])}
     local = dataclasses.replace(message, **overrides)
     assert local_reason(encode_response, local) == reason
 
@@ -850,6 +1044,8 @@ def test_response_rule(message: MarketResponse, overrides: dict[str, Any], reaso
         (QuoteRequest(-1, 1, "hot", False, b"c"), "uint64_range"),
         (QuoteRequest(1, MAX_UINT64 + 1, "hot", False, b"c"), "uint64_range"),
         (QuoteRequest(1, 1, "\ud800", False, b"c"), "bad_tier"),  # a lone surrogate
+        (dataclasses.replace(AUDIT, leaf_indices=(-1,)), "uint32_range"),
+        (dataclasses.replace(AUDIT, leaf_indices=(0, MAX_UINT32 + 1)), "uint32_range"),
         ("not a message", "unknown_message"),
     ],
 )
@@ -872,6 +1068,8 @@ def test_encode_request_refuses(message: Any, reason: str) -> None:
         ),
         (dataclasses.replace(RECORD, sequence=-1), "uint64_range"),
         (ExecuteResult(False, "", MAX_UINT64 + 1), "uint64_range"),
+        (AuditProof(NONCE, (ProofItem(MAX_UINT32 + 1, b"", ()),)), "uint32_range"),
+        (AuditProof(NONCE, (ProofItem(-1, b"", ()),)), "uint32_range"),
         (QUOTE_REQUEST, "unknown_message"),
     ],
 )

@@ -35,6 +35,8 @@ from protocols.framing import (
 from protocols.market.client import MarketClient
 from protocols.market.handlers import MarketBackend
 from protocols.market.messages import (
+    AuditChallenge,
+    AuditProof,
     ContractDeploy,
     ContractExecute,
     ContractQuery,
@@ -45,6 +47,7 @@ from protocols.market.messages import (
     MarketResponse,
     NotFound,
     PriceLine,
+    ProofItem,
     Quote,
     QuoteRequest,
     Refused,
@@ -67,19 +70,50 @@ VALID_FOR_MS = 60_000
 DIGEST = b"\xd1" * 32
 SIG = b"\x51" * 64
 KNOWN_CONTRACT = b"\xcc" * 32
+# A contract whose record is about as large as node/market/contract.py allows
+# (1 MiB: terms and 4096 transitions); it did not fit the old 256 KiB frames.
+LARGE_CONTRACT = b"\xbb" * 32
+LARGE_TRANSITION_BYTES = 230
+LARGE_TERMS_BYTES = (1 << 20) - 4096 * LARGE_TRANSITION_BYTES - 1024
+SHARD = b"\x5a" * 32
+NONCE = b"\x0e" * 32
 
 QUOTE_REQUEST = QuoteRequest(1 << 30, 30 * 86400, "warm", True, CLIENT_PEER)
 DEPLOY = ContractDeploy(b"canonical terms", SIG)
 QUERY = ContractQuery(KNOWN_CONTRACT)
 EXECUTE = ContractExecute(b"a signed transition")
+AUDIT = AuditChallenge(KNOWN_CONTRACT, SHARD, NONCE, (5, 0, 17))
+
+
+def stub_proof_item(index: int) -> ProofItem:
+    """Any bytes of a proof's shape: a 4 KiB leaf and 12 path hashes."""
+    leaf = index.to_bytes(4, "big") * 1024
+    return ProofItem(index, leaf, tuple(bytes([index % 256, level]) * 16 for level in range(12)))
+
+
+def large_record(replica: bytes) -> ContractRecord:
+    return ContractRecord(
+        terms=b"T" * LARGE_TERMS_BYTES,
+        client_signature=SIG,
+        transitions=tuple(
+            i.to_bytes(2, "big") * (LARGE_TRANSITION_BYTES // 2) for i in range(4096)
+        ),
+        state="monitoring",
+        sequence=4096,
+        state_digest=DIGEST,
+        replica=replica,
+        replica_signature=SIG,
+    )
 
 
 class StubBackend:
     """A MarketBackend with fixed answers: quotes signed by its own key.
 
     It refuses quotes for the "archive" tier ("no capacity"), rejects deploys
-    of terms b"bad", knows one contract (KNOWN_CONTRACT) and accepts every
-    transition but b"stale". ``calls`` records (method, peer, request).
+    of terms b"bad", knows two contracts (KNOWN_CONTRACT, and LARGE_CONTRACT
+    with a record of about 1 MiB), accepts every transition but b"stale" and
+    answers audits of KNOWN_CONTRACT with :func:`stub_proof_item` for each
+    challenged leaf (refusing others). ``calls`` records (method, peer, request).
     """
 
     def __init__(self, provider: bytes = SERVER_PEER, clock_ms: int = NOW_MS) -> None:
@@ -121,6 +155,8 @@ class StubBackend:
 
     async def query(self, peer: bytes, request: ContractQuery) -> ContractRecord | NotFound:
         self.calls.append(("query", peer, request))
+        if request.contract_id == LARGE_CONTRACT:
+            return large_record(self.provider)
         if request.contract_id != KNOWN_CONTRACT:
             return NotFound()
         return ContractRecord(
@@ -139,6 +175,12 @@ class StubBackend:
         if request.transition == b"stale":
             return ExecuteResult(False, "sequence 2 is not 3", 2, DIGEST)
         return ExecuteResult(True, "", 3, DIGEST)
+
+    async def audit(self, peer: bytes, request: AuditChallenge) -> AuditProof | Refused:
+        self.calls.append(("audit", peer, request))
+        if request.contract_id != KNOWN_CONTRACT:
+            return Refused("no such contract here")
+        return AuditProof(request.nonce, tuple(map(stub_proof_item, request.leaf_indices)))
 
 
 def _typed(backend: StubBackend) -> MarketBackend:
@@ -242,6 +284,22 @@ def one_request(request: MarketRequest) -> Callable[[RawClient], Awaitable[None]
         (ContractQuery(bytes(32)), NotFound, "query_not_found"),
         (EXECUTE, ExecuteResult, "execute_accepted"),
         (ContractExecute(b"stale"), ExecuteResult, "execute_rejected"),
+        (AUDIT, AuditProof, "audit_proved"),
+        (dataclasses.replace(AUDIT, contract_id=bytes(32)), Refused, "audit_refused"),
+        (ContractQuery(LARGE_CONTRACT), ContractRecord, "query_found"),
+    ],
+    ids=[
+        "quote",
+        "quote_refused",
+        "deploy",
+        "deploy_rejected",
+        "query",
+        "query_not_found",
+        "execute",
+        "execute_rejected",
+        "audit",
+        "audit_refused",
+        "large_record",
     ],
 )
 async def test_a_request_gets_its_response_and_the_stream_closes(
@@ -254,6 +312,19 @@ async def test_a_request_gets_its_response_and_the_stream_closes(
     assert server.counters.snapshot() == {event: 1, "served": 1}
     [(_, peer, seen)] = server.backend.calls
     assert (peer, seen) == (CLIENT_PEER, request_)
+
+
+async def test_an_audit_gets_its_proof() -> None:
+    server = Server()
+    client = await converse(server, one_request(AUDIT))
+    assert client.answer == AuditProof(NONCE, tuple(map(stub_proof_item, (5, 0, 17))))
+
+
+async def test_a_one_mib_record_travels_in_one_frame() -> None:
+    server = Server()
+    client = await converse(server, one_request(ContractQuery(LARGE_CONTRACT)))
+    assert client.answer == large_record(SERVER_PEER)
+    assert len(encode_response(client.answer)) > 1 << 20
 
 
 async def test_refusal_reaches_the_client_verbatim() -> None:
@@ -273,12 +344,25 @@ async def _send_and_wait(client: RawClient, data: bytes) -> None:
         (encode_uvarint(MAX_FRAME + 1) + b"x" * 64, "frame_too_large"),
         (encode_frame(b"\xff\xfe\xfd not protobuf", MAX_FRAME), "garbage"),
         (encode_frame(b"", MAX_FRAME), "unknown_message"),
-        (encode_frame(b"\x2a\x00", MAX_FRAME), "unknown_message"),  # oneof member 5
+        (encode_frame(b"\x32\x00", MAX_FRAME), "unknown_message"),  # oneof member 6
         (encode_uvarint(100) + b"short", "truncated_frame"),
         (b"\xff" * 10, "varint_too_long"),
         (encode_frame(request_bytes(QUOTE_REQUEST, tier="t" * 17), MAX_FRAME), "bad_tier"),
+        (
+            encode_frame(request_bytes(AUDIT, leaf_indices=(1, 1)), MAX_FRAME),
+            "duplicate_leaf_index",
+        ),
     ],
-    ids=["oversized", "garbage", "empty", "unknown", "truncated", "long_varint", "bad_tier"],
+    ids=[
+        "oversized",
+        "garbage",
+        "empty",
+        "unknown",
+        "truncated",
+        "long_varint",
+        "bad_tier",
+        "duplicate_leaf_index",
+    ],
 )
 async def test_bad_input_resets_and_reaches_no_backend(data: bytes, reason: str) -> None:
     server = Server()
@@ -405,6 +489,18 @@ class WrongQuoteBackend(StubBackend):
         return quote
 
 
+class WrongKindAuditBackend(StubBackend):
+    async def audit(self, peer: bytes, request: AuditChallenge) -> Any:
+        return NotFound()
+
+
+class WrongProofBackend(StubBackend):
+    async def audit(self, peer: bytes, request: AuditChallenge) -> AuditProof | Refused:
+        proof = await super().audit(peer, request)
+        assert isinstance(proof, AuditProof)
+        return dataclasses.replace(proof, items=proof.items[::-1])
+
+
 class InvalidAnswerBackend(StubBackend):
     async def execute(self, peer: bytes, request: ContractExecute) -> ExecuteResult:
         return ExecuteResult(True, "", 3, b"")  # accepted without a state digest
@@ -417,8 +513,17 @@ class InvalidAnswerBackend(StubBackend):
         (WrongKindBackend(), QUERY, LocalProtocolError, "wrong_response"),
         (WrongQuoteBackend(), QUOTE_REQUEST, LocalProtocolError, "quote_mismatch"),
         (InvalidAnswerBackend(), EXECUTE, LocalProtocolError, "bad_state_digest"),
+        (WrongKindAuditBackend(), AUDIT, LocalProtocolError, "wrong_response"),
+        (WrongProofBackend(), AUDIT, LocalProtocolError, "proof_mismatch"),
     ],
-    ids=["exception", "wrong_kind", "quote_mismatch", "invalid_answer"],
+    ids=[
+        "exception",
+        "wrong_kind",
+        "quote_mismatch",
+        "invalid_answer",
+        "audit_wrong_kind",
+        "proof_mismatch",
+    ],
 )
 async def test_backend_bug_propagates_and_resets(
     backend: StubBackend, request_: MarketRequest, error: type[Exception], reason: str | None
@@ -502,9 +607,17 @@ async def test_client_round_trips() -> None:
         assert record.state == "monitoring"
         assert await client.query(SERVER_PEER, (), ContractQuery(bytes(32))) == NotFound()
         assert await client.execute(SERVER_PEER, (), EXECUTE) == ExecuteResult(True, "", 3, DIGEST)
+        proof = await client.audit(SERVER_PEER, (), AUDIT)
+        assert proof == AuditProof(NONCE, tuple(map(stub_proof_item, AUDIT.leaf_indices)))
+        not_ours = dataclasses.replace(AUDIT, contract_id=bytes(32))
+        assert await client.audit(SERVER_PEER, (), not_ours) == Refused("no such contract here")
+        assert await client.query(SERVER_PEER, (), ContractQuery(LARGE_CONTRACT)) == (
+            large_record(SERVER_PEER)
+        )
     net.assert_all_closed_cleanly()
-    assert len(net.streams) == 6
-    assert server.counters.get("served") == 6
+    assert len(net.streams) == 9
+    assert server.counters.get("served") == 9
+    assert server.counters.get("audit_proved") == 1
 
 
 async def test_client_refuses_to_send_an_invalid_request() -> None:
@@ -620,14 +733,55 @@ async def test_expired_quote_is_rejected() -> None:
         (lambda c: c.deploy(SERVER_PEER, (), DEPLOY), NotFound()),
         (lambda c: c.query(SERVER_PEER, (), QUERY), ExecuteResult(False)),
         (lambda c: c.execute(SERVER_PEER, (), EXECUTE), DeployResult(False)),
+        (lambda c: c.audit(SERVER_PEER, (), AUDIT), NotFound()),
+        (ask_quote, AuditProof(NONCE, ())),
     ],
-    ids=["quote", "deploy", "query", "execute"],
+    ids=["quote", "deploy", "query", "execute", "audit", "proof_for_a_quote"],
 )
 async def test_answer_of_the_wrong_kind_is_rejected(
     operation: Callable[[MarketClient], Awaitable[object]], response: MarketResponse
 ) -> None:
     error = await client_failure(answering(encode_response(response)), operation)
     assert _remote_reason(error) == "unexpected_message"
+
+
+def ask_audit(client: MarketClient) -> Awaitable[object]:
+    return client.audit(SERVER_PEER, (), AUDIT)
+
+
+def _stub_proof(indices: tuple[int, ...] = AUDIT.leaf_indices, nonce: bytes = NONCE) -> AuditProof:
+    return AuditProof(nonce, tuple(map(stub_proof_item, indices)))
+
+
+# AUDIT challenges leaves (5, 0, 17), in that order.
+WRONG_PROOFS = {
+    "another_nonce": _stub_proof(nonce=b"\x0f" * 32),
+    "missing_index": _stub_proof((5, 0)),
+    "missing_first": _stub_proof((0, 17)),
+    "extra_index": _stub_proof((5, 0, 17, 18)),
+    "another_index": _stub_proof((5, 0, 16)),
+    "reordered": _stub_proof((5, 17, 0)),
+    "sorted": _stub_proof((0, 5, 17)),
+    "repeated_index": _stub_proof((5, 0, 17, 17)),
+    "no_items": _stub_proof(()),
+}
+
+
+@pytest.mark.parametrize("proof", WRONG_PROOFS.values(), ids=WRONG_PROOFS.keys())
+async def test_proof_not_answering_the_challenge_is_rejected(proof: AuditProof) -> None:
+    error = await client_failure(answering(encode_response(proof)), ask_audit)
+    assert _remote_reason(error) == "proof_mismatch"
+
+
+async def test_proof_is_returned_unverified_but_intact() -> None:
+    # The leaves and paths are node/market/audit.py's to check: any bytes of
+    # the right shape pass this layer.
+    proof = _stub_proof()
+    async with trio.open_nursery() as nursery:
+        net = ScriptedNetwork(nursery, answering(encode_response(proof)))
+        client = MarketClient(net.open, timeout=5.0, clock_ms=lambda: NOW_MS)
+        assert await ask_audit(client) == proof
+        nursery.cancel_scope.cancel()
 
 
 async def test_garbage_answer_is_rejected() -> None:
@@ -674,6 +828,7 @@ async def test_refusals_are_values_for_every_request() -> None:
         lambda c: c.deploy(SERVER_PEER, (), DEPLOY),
         lambda c: c.query(SERVER_PEER, (), QUERY),
         lambda c: c.execute(SERVER_PEER, (), EXECUTE),
+        lambda c: c.audit(SERVER_PEER, (), AUDIT),
     ):
         async with trio.open_nursery() as nursery:
             net = ScriptedNetwork(nursery, answering(refusal))

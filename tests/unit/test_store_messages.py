@@ -20,8 +20,8 @@ from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.framing import encode_uvarint
 from protocols.store.messages import (
     ADDRESS_BYTES,
+    CONTRACT_ID_BYTES,
     MAX_CHUNK,
-    MAX_CONTRACT_ID_BYTES,
     MAX_DETAIL_CHARS,
     MAX_HAS_ADDRESSES,
     MAX_UINT64,
@@ -49,6 +49,7 @@ from protocols.store.messages import (
 CHECK = settings(derandomize=True, deadline=None)
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "store" / "messages.json"
 ADDRESS = bytes(range(32))
+CONTRACT = bytes.fromhex("c0ffee00" * 8)
 
 # oneof field numbers of StoreMessage.body
 BEGIN, READY, CHUNK, ACK, STORED, REFUSED, FETCH, HEADER, NOT_FOUND, HAS, HAS_RESULT = range(1, 12)
@@ -92,7 +93,8 @@ messages: st.SearchStrategy[StoreMessage] = st.one_of(
         StoreBegin,
         address=addresses,
         size=st.integers(min_value=1, max_value=MAX_UINT64),
-        contract_id=st.binary(max_size=MAX_CONTRACT_ID_BYTES),
+        contract_id=st.just(b"")
+        | st.binary(min_size=CONTRACT_ID_BYTES, max_size=CONTRACT_ID_BYTES),
     ),
     st.builds(StoreReady, window=st.integers(min_value=1, max_value=MAX_UINT64)),
     st.builds(Chunk, data=st.binary(min_size=1, max_size=2048)),
@@ -150,7 +152,7 @@ def test_messages_at_every_limit_round_trip() -> None:
         Has((ADDRESS,) * MAX_HAS_ADDRESSES),
         HasResult((True,) * MAX_HAS_ADDRESSES),
         Refused(RefuseReason.CORRUPT, "é" * MAX_DETAIL_CHARS),  # characters, not bytes
-        StoreBegin(ADDRESS, MAX_UINT64, b"c" * MAX_CONTRACT_ID_BYTES),
+        StoreBegin(ADDRESS, MAX_UINT64, b"c" * CONTRACT_ID_BYTES),
         Fetch(ADDRESS, MAX_UINT64, MAX_UINT64),
         FetchHeader(MAX_UINT64, 0, MAX_UINT64),
     ):
@@ -232,6 +234,21 @@ def test_begin_vector_matches_hand_assembly() -> None:
     assert bytes.fromhex(vector["encoded"]) == b"\x0a" + bytes([len(inner)]) + inner
 
 
+def test_begin_with_contract_vector_matches_hand_assembly() -> None:
+    vector = next(v for v in _load_vectors() if v["name"] == "begin_with_contract")
+    inner = b"\x0a\x20" + b"\xaa" * 32 + b"\x10\x01" + b"\x1a\x20" + CONTRACT
+    assert bytes.fromhex(vector["encoded"]) == b"\x0a" + bytes([len(inner)]) + inner
+    assert message_from_json(vector) == StoreBegin(b"\xaa" * 32, 1, CONTRACT)
+
+
+def test_refused_no_contract_vector_matches_hand_assembly() -> None:
+    vector = next(v for v in _load_vectors() if v["name"] == "refused_no_contract")
+    detail = b"no active contract covers this shard"
+    inner = b"\x08\x08" + b"\x12" + bytes([len(detail)]) + detail
+    assert bytes.fromhex(vector["encoded"]) == b"\x32" + bytes([len(inner)]) + inner
+    assert message_from_json(vector) == Refused(RefuseReason.NO_CONTRACT, detail.decode())
+
+
 def test_has_result_vector_matches_hand_assembly() -> None:
     vector = next(v for v in _load_vectors() if v["name"] == "has_result")
     # count 9; bitmap 0b00001101, 0b00000001: entries 0, 2, 3 and 8 held.
@@ -305,13 +322,17 @@ def test_begin_with_size_zero() -> None:
     assert reason_of(body(BEGIN, field_bytes(1, ADDRESS))) == "empty_shard"
 
 
-def test_begin_with_contract_id_too_long() -> None:
-    inner = (
-        field_bytes(1, ADDRESS)
-        + field_varint(2, 10)
-        + field_bytes(3, b"c" * (MAX_CONTRACT_ID_BYTES + 1))
-    )
+@pytest.mark.parametrize("length", [1, 3, 31, 33, 64])
+def test_begin_with_contract_id_of_wrong_length(length: int) -> None:
+    inner = field_bytes(1, ADDRESS) + field_varint(2, 10) + field_bytes(3, b"c" * length)
     assert reason_of(body(BEGIN, inner)) == "bad_contract_id"
+
+
+def test_begin_with_empty_or_32_byte_contract_id() -> None:
+    inner = field_bytes(1, ADDRESS) + field_varint(2, 10)
+    assert decode_message(body(BEGIN, inner)) == StoreBegin(ADDRESS, 10)
+    with_contract = body(BEGIN, inner + field_bytes(3, CONTRACT))
+    assert decode_message(with_contract) == StoreBegin(ADDRESS, 10, CONTRACT)
 
 
 def test_ready_with_window_zero() -> None:
@@ -336,6 +357,13 @@ def test_refusal_detail_too_long() -> None:
 def test_unknown_refusal_reason_decodes_to_unspecified() -> None:
     data = body(REFUSED, field_varint(1, 99) + field_bytes(2, b"new"))
     assert decode_message(data) == Refused(RefuseReason.UNSPECIFIED, "new")
+    # The first number after NO_CONTRACT is unknown too.
+    assert decode_message(body(REFUSED, field_varint(1, 9))) == Refused(RefuseReason.UNSPECIFIED)
+
+
+def test_refusal_reason_no_contract_is_8() -> None:
+    assert int(RefuseReason.NO_CONTRACT) == 8
+    assert decode_message(body(REFUSED, field_varint(1, 8))) == Refused(RefuseReason.NO_CONTRACT)
 
 
 def test_fetch_header_range_beyond_total() -> None:
@@ -379,7 +407,9 @@ def test_has_result_padding_bits_set() -> None:
         (StoreBegin(b"short", 1), "bad_address"),
         (StoreBegin(ADDRESS, 0), "empty_shard"),
         (StoreBegin(ADDRESS, MAX_UINT64 + 1), "uint64_range"),
-        (StoreBegin(ADDRESS, 1, b"c" * (MAX_CONTRACT_ID_BYTES + 1)), "bad_contract_id"),
+        (StoreBegin(ADDRESS, 1, b"c" * (CONTRACT_ID_BYTES + 1)), "bad_contract_id"),
+        (StoreBegin(ADDRESS, 1, b"c" * (CONTRACT_ID_BYTES - 1)), "bad_contract_id"),
+        (StoreBegin(ADDRESS, 1, b"c"), "bad_contract_id"),
         (StoreReady(0), "bad_window"),
         (Chunk(b""), "bad_chunk"),
         (Chunk(b"x" * (MAX_CHUNK + 1)), "bad_chunk"),

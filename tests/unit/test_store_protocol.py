@@ -92,6 +92,7 @@ class MemoryHolder:
         self.released: list[Reservation] = []
         self.corrupt: set[bytes] = set()
         self.commits = 0
+        self.contracts: list[bytes] = []  # the contract_id of every reserve
 
     def used(self) -> int:
         return sum(map(len, self.shards.values())) + sum(r.size for r in self.reservations)
@@ -103,8 +104,9 @@ class MemoryHolder:
         await trio.lowlevel.checkpoint()
         return [a in self.shards for a in addresses]
 
-    async def reserve(self, address: bytes, size: int) -> Reservation | Refused:
+    async def reserve(self, address: bytes, size: int, contract_id: bytes) -> Reservation | Refused:
         await trio.lowlevel.checkpoint()
+        self.contracts.append(contract_id)
         if self.used() + size > self.capacity:
             return Refused(RefuseReason.FULL, f"{self.capacity - self.used()} bytes free")
         reservation = Reservation(address, size)
@@ -358,7 +360,9 @@ async def test_store_then_fetch_whole_shard() -> None:
     address, data = make_shard(1_000_000)
     async with network(server) as net:
         client = StoreClient(net.open)
-        outcome = await client.store_shard(SERVER_PEER, (), address, data, b"contract-1")
+        outcome = await client.store_shard(
+            SERVER_PEER, (), address, data, contract_id=bytes(range(32))
+        )
         fetched = await client.fetch_shard(SERVER_PEER, (), address)
     assert outcome == StoreOutcome(StoreStatus.STORED)
     assert outcome.held
@@ -422,8 +426,11 @@ async def test_store_contract_id_reaches_the_upload() -> None:
 
     server.handlers.finish_store = spy_finish  # type: ignore[method-assign]
     async with network(server) as net:
-        await StoreClient(net.open).store_shard(SERVER_PEER, (), address, data, b"deal-7")
-    assert seen == [b"deal-7"]
+        await StoreClient(net.open).store_shard(
+            SERVER_PEER, (), address, data, contract_id=b"\x07" * 32
+        )
+    assert seen == [b"\x07" * 32]
+    assert server.holder.contracts == [b"\x07" * 32]
 
 
 # == StoreShard: refusals ========================================================
