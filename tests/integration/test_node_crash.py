@@ -92,6 +92,12 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
         timeout=60,
     )
     assert init.returncode == 0, init.stderr
+    # This suite tests the holder's durability, not the market: admit shards
+    # without a contract, as a private network would.
+    config = data_dir / "config.toml"
+    text = config.read_text()
+    assert "require_contracts = true" in text
+    config.write_text(text.replace("require_contracts = true", "require_contracts = false"))
     process = NodeProcess(data_dir)
     try:
         yield process

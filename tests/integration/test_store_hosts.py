@@ -53,7 +53,6 @@ from protocols.store.handlers import DEFAULT_WINDOW, ReservationT, StoreHandlers
 from protocols.store.messages import (
     MAX_CHUNK,
     Chunk,
-    Refused,
     RefuseReason,
     StoreBegin,
     StoreReady,
@@ -69,15 +68,6 @@ BIG_SHARD_SIZE = 20 * 1024 * 1024
 # Longer than Yamux's 5 s wait for a window update.
 PAUSE = 6.0
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-
-
-class ContractHolder(MemoryHolder):
-    """The unit tests' MemoryHolder, taking ShardHolder.reserve's contract_id (and ignoring it)."""
-
-    async def reserve(
-        self, address: bytes, size: int, contract_id: bytes = b""
-    ) -> Reservation | Refused:
-        return await super().reserve(address, size)
 
 
 def transport_addrs(host: IHost) -> tuple[bytes, ...]:
@@ -166,7 +156,7 @@ async def store_pair(
     wrap: Callable[[INetStream], ByteStream] | None = None,
     client_host: Callable[[KeyPair], IHost] = build_host,
 ) -> AsyncIterator[StorePair]:
-    store = Server(holder or ContractHolder())
+    store = Server(holder or MemoryHolder())
     async with host_pair(
         store.handlers, store.counters, wrap=wrap, client_host=client_host
     ) as hosts:
@@ -206,7 +196,7 @@ class PausingReads:
         await self._inner.reset()
 
 
-class SlowCommitHolder(ContractHolder):
+class SlowCommitHolder(MemoryHolder):
     async def commit(self, reservation: Reservation, data: bytes) -> bool:
         await trio.sleep(PAUSE + 0.5)
         return await super().commit(reservation, data)
@@ -260,7 +250,7 @@ async def test_control_a_sender_ignoring_the_window_is_reset_by_the_pause() -> N
     # waiting for a window update py-libp2p resets the stream.
     size = BIG_SHARD_SIZE
     address, data = make_shard(size, seed=2)
-    holder = ContractHolder(max_shard=size)
+    holder = MemoryHolder(max_shard=size)
     with trio.fail_after(60):
         async with store_pair(
             holder, wrap=lambda s: PausingReads(s, PAUSE), client_host=stock_host
