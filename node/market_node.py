@@ -351,6 +351,60 @@ class NodeMarket:
             # The contract moved on; our book must follow, so this is our bug.
             log.error("provider book could not follow %s: %s", t.event.name, error.reason)
 
+    async def verify_stored(self, address: bytes) -> bool:
+        """Check a newly stored shard against the Merkle roots our contracts name.
+
+        The client computes the roots and we sign contracts before the bytes
+        arrive; a client that named a wrong root could have us fail every
+        audit and pay penalties. So each stored shard is checked once, and a
+        contract whose root is wrong is terminated by us, with the reason.
+        True if every contract naming the shard has its root right.
+        """
+        contract_ids = self.book.active_for_provider(address)
+        if not contract_ids:
+            return True
+        data = await self._read_shard(address)
+        if data is None:
+            return False
+        good = True
+        for contract_id in contract_ids:
+            state = self.book.state(contract_id)
+            if state is None:
+                continue
+            term = next(s for s in state.terms.shards if s.address == address)
+            root = await trio.to_thread.run_sync(audit.merkle_root, data, state.terms.leaf_size)
+            if root == term.merkle_root and len(data) == term.size:
+                continue
+            good = False
+            self.counters.inc("contract_root_mismatch")
+            async with self._provider_lock:
+                await self._terminate_as_provider(state, "shard does not match the contract's root")
+        return good
+
+    async def _terminate_as_provider(self, state: ContractState, reason: str) -> None:
+        now = max(wall_ms(), state.last_issued_ms)
+        t = make_transition(state, Event.TERMINATE, now, reason=reason)
+        t = sign_transition(t, Role.PROVIDER, self._key)
+        try:
+            await trio.to_thread.run_sync(self.book.apply, state.contract_id, t, now)
+        except ContractError as error:
+            log.warning("could not terminate contract: %s", error)
+            return
+        collateral = collateral_account(state.contract_id)
+        left = self.ledger.balance(collateral)
+        if left:
+            self.ledger.transfer(
+                collateral, self.party_id, left, b"collateral-back:" + state.contract_id,
+                now_ms=now,
+            )  # fmt: skip
+        client = state.terms.client
+        try:
+            await self.client.execute(
+                client, self._peer_addrs(client), ContractExecute(encode_transition(t))
+            )
+        except _PEER_FAILURES:
+            self.counters.inc("execute_unsent")
+
     async def audit(self, peer: bytes, request: AuditChallenge) -> AuditProof | Refused:
         state = self.book.state(request.contract_id)
         if state is None or self.book.role(request.contract_id) is not BookRole.PROVIDER:
@@ -588,6 +642,11 @@ class NodeMarket:
     async def _advance(self, state: ContractState, now: int) -> None:
         terms = state.terms
         cid = terms.contract_id
+        if state.state is State.TERMINATED:
+            # Ended early (e.g. the provider found a wrong root): what was not
+            # earned goes back to the client; settling needs both parties.
+            self._settle_escrow(state, now)
+            return
         changed = False
         # 1. Judge every period that has ended and has no verdict.
         for period in range(state.periods_total):

@@ -354,6 +354,8 @@ class NodeService:
             self.counters["files"].inc("announce_deferred")
 
     async def _announce(self, address: bytes) -> None:
+        if self.config.require_contracts and not await self.market.verify_stored(address):
+            return  # a contract named a wrong Merkle root: ended, not announced
         try:
             await self.dht.provide(address)
         except PEER_FAILURES:

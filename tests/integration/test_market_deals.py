@@ -15,16 +15,26 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import blake3
 import pytest
 import trio
 
 from node.files.deal_put import put_file_with_deals
 from node.files.put import PutOptions, PutResult
 from node.market.book import BookRole
-from node.market.contract import State, decode_contract_record, replay, state_digest
+from node.market.contract import (
+    ShardTerm,
+    State,
+    decode_contract_record,
+    replay,
+    state_digest,
+)
+from node.market.deals import collateral_account
 from node.market.pricing import PricingPolicy
 from node.market_node import DealFailed
 from node.records.contracts import contract_key
+from protocols.kad.messages import PeerInfo
+from protocols.market.messages import Quote
 from tests.integration.netutil import RunningNode, start_network, wait_for
 
 NODES = 6
@@ -168,6 +178,34 @@ async def test_deals_audits_payments_penalties_and_reputation(tmp_path: Path) ->
                 replayed = replay(decode_contract_record(report.value), now_ms=2**62)
                 ours = market.book.state(deal.contract_id)
                 assert ours is not None and state_digest(replayed) == state_digest(ours)
+
+            # A client that names a wrong Merkle root cannot frame a provider:
+            # the provider checks the stored shard and ends the contract.
+            honest = next(by_peer[d.provider] for d in deals if d.provider != victim.peer_id)
+            provider_info = PeerInfo(honest.peer_id, honest.service.listen_addrs())
+            shard = os.urandom(50_000)
+            address = blake3.blake3(shard).digest()
+            quote = await market.client.quote(
+                honest.peer_id, provider_info.addrs, market.quote_request(len(shard), "warm")
+            )
+            assert isinstance(quote, Quote)
+            wrong = ShardTerm(address=address, merkle_root=os.urandom(32), size=len(shard))
+            framed = await market.make_deal(provider_info, quote, [wrong])
+            balance = market.ledger.balance(client.peer_id)
+            await client.service.files.store_shard(
+                provider_info, address, shard, contract_id=framed
+            )
+
+            def ended() -> bool:
+                ours = market.book.state(framed)
+                return ours is not None and ours.state is State.TERMINATED
+
+            await wait_for(ended, interval=0.1)
+            ours = market.book.state(framed)
+            assert ours is not None and "root" in ours.history[-1].reason
+            await wait_for(lambda: market.ledger.escrowed_total(client.peer_id) == 0)
+            assert market.ledger.balance(client.peer_id) == balance + ours.terms.escrow_micro_tokens
+            assert honest.service.market.ledger.balance(collateral_account(framed)) == 0
 
             for node in nodes:
                 node.service.market.ledger.check_invariant()
