@@ -204,6 +204,11 @@ def put_text(info: dict[str, Any]) -> str:
         f"  {_human(info['size'])} in {info['segments']} segments, {info['shard_copies']} "
         f"shard copies on {info['holders']} nodes, {info['seconds']:.2f} s"
     )
+    if info.get("contracts"):
+        lines.append(
+            f"  stored under {info['contracts']} storage contracts, escrow locked "
+            "(zhtp market deals)"
+        )
     if "readers" in info:
         lines.append(
             f"  {info['level']}: readable by {info['readers']} identities "
