@@ -101,6 +101,9 @@ REPLICA_DOMAIN = b"zhtp/market/replica-state/v1\x00"
 # A peer that cannot answer, or answers with a bad message, is one failed row.
 _PEER_FAILURES: tuple[type[BaseException], ...] = (*PEER_FAILURES, ProtocolError)
 _AUDITED_STATES = frozenset({State.MONITORING, State.VIOLATION, State.PENALISED})
+# What the auditor looks at: running contracts, and terminated ones to refund.
+_ROUND_STATES = _AUDITED_STATES | {State.TERMINATED}
+AUDITS_IN_PARALLEL = 8
 
 
 def node_signing_key(private_seed: bytes) -> Ed25519PrivateKey:
@@ -184,12 +187,13 @@ class NodeMarket:
         self.counters = counters
         self._evidence: dict[tuple[bytes, int], _PeriodEvidence] = {}
         self._audits_run: dict[tuple[bytes, int], int] = {}
-        # Transitions are made one at a time on each side. Two locks, not one:
-        # every node is both a client and a provider, and a client holding its
-        # lock while it waits on a provider must not block that node's own
-        # answers to us (two nodes auditing each other would deadlock).
-        self._client_lock = trio.Lock()
-        self._provider_lock = trio.Lock()
+        # One contract's transitions are made one at a time; different
+        # contracts proceed in parallel. (A node-wide lock would also deadlock
+        # two nodes that are each other's client and provider.)
+        self._locks: dict[bytes, trio.Lock] = {}
+        # When the auditor next has something to do for each contract, so a
+        # round does not load every contract's state every tick.
+        self._next_due: dict[bytes, int] = {}
 
     def close(self) -> None:
         self.book.close()
@@ -246,7 +250,7 @@ class NodeMarket:
             client_signature=request.client_signature,
             transitions=(encode_transition(signed),),
         )
-        async with self._provider_lock:
+        async with self._lock(terms.contract_id):
             try:
                 await trio.to_thread.run_sync(self.book.add, record, BookRole.PROVIDER, now)
                 if terms.collateral_micro_tokens:
@@ -286,7 +290,7 @@ class NodeMarket:
         except ContractError as error:
             return Refused(f"invalid transition: {error}")
         now = wall_ms()
-        async with self._provider_lock:
+        async with self._lock(transition.contract_id):
             before = self.book.state(transition.contract_id)
             if before is None:
                 return Refused("no such contract here")
@@ -377,7 +381,7 @@ class NodeMarket:
                 continue
             good = False
             self.counters.inc("contract_root_mismatch")
-            async with self._provider_lock:
+            async with self._lock(contract_id):
                 await self._terminate_as_provider(state, "shard does not match the contract's root")
         return good
 
@@ -549,7 +553,7 @@ class NodeMarket:
             client_signature=signature,
             transitions=(encode_transition(countersigned),),
         )
-        async with self._client_lock:
+        async with self._lock(cid):
             try:
                 state = await trio.to_thread.run_sync(self.book.add, record, BookRole.CLIENT, now)
             except ContractError as error:
@@ -631,22 +635,58 @@ class NodeMarket:
             except (ContractError, LedgerError) as error:
                 log.error("audit round: %s", error)
 
-    async def audit_round(self, now: int) -> None:
-        for summary in self.book.list(role=BookRole.CLIENT):
-            state = self.book.state(summary.contract_id)
-            if state is None or state.state in (State.SETTLED, State.REFUSED):
-                continue
-            async with self._client_lock:
-                await self._advance(state, now)
+    def _lock(self, contract_id: bytes) -> trio.Lock:
+        lock = self._locks.get(contract_id)
+        if lock is None:
+            lock = self._locks[contract_id] = trio.Lock()
+        return lock
 
-    async def _advance(self, state: ContractState, now: int) -> None:
+    async def audit_round(self, now: int) -> None:
+        """Advance every contract of ours that has something due (a few at a time)."""
+        due = [
+            s.contract_id
+            for s in self.book.list(role=BookRole.CLIENT, states=_ROUND_STATES)
+            if self._next_due.get(s.contract_id, 0) <= now
+        ]
+        limiter = trio.CapacityLimiter(AUDITS_IN_PARALLEL)
+
+        async def advance(contract_id: bytes) -> None:
+            async with limiter, self._lock(contract_id):
+                state = self.book.state(contract_id)
+                if state is None:
+                    return
+                state = await self._advance(state, now)
+                self._next_due[contract_id] = self._next_action_ms(state, wall_ms())
+
+        async with trio.open_nursery() as nursery:
+            for contract_id in due:
+                nursery.start_soon(advance, contract_id)
+
+    def _next_action_ms(self, state: ContractState, now: int) -> int:
+        """When `_advance` next has work for this contract: an audit, a verdict, the end."""
+        if state.state not in _AUDITED_STATES:
+            return 1 << 62  # finished, or terminated and refunded
+        terms = state.terms
+        current = (now - terms.start_ms) // terms.period_ms
+        if current >= state.periods_total:
+            return now + 1000  # judge the last periods, complete and settle
+        done = self._audits_run.get((terms.contract_id, current), 0)
+        period_end = state.period_start_ms(current + 1)
+        if done >= terms.audits_per_period:
+            return period_end
+        next_audit = state.period_start_ms(current) + (
+            done * terms.period_ms // terms.audits_per_period
+        )
+        return max(now, min(next_audit, period_end))
+
+    async def _advance(self, state: ContractState, now: int) -> ContractState:
         terms = state.terms
         cid = terms.contract_id
         if state.state is State.TERMINATED:
             # Ended early (e.g. the provider found a wrong root): what was not
             # earned goes back to the client; settling needs both parties.
             self._settle_escrow(state, now)
-            return
+            return state
         changed = False
         # 1. Judge every period that has ended and has no verdict.
         for period in range(state.periods_total):
@@ -678,6 +718,7 @@ class NodeMarket:
             changed = True
         if changed:
             await self.publish(cid)
+        return state
 
     async def _audit_once(self, state: ContractState, period: int) -> None:
         """Challenge one random shard of the contract; a timeout gets one retry."""

@@ -126,8 +126,9 @@ async def put_file_with_deals(
         placement, offers = await _place(net, market, segments, options, local_peer_id)
         contracts = await _make_deals(market, placement, offers, segments, roots, deal_errors)
         copies, holders, under = await _store(net, spool, segments, offers, contracts, policy.k)
-        for contract_id in set(contracts.values()) - {b""}:
-            await market.publish(contract_id)
+        async with trio.open_nursery() as nursery:
+            for contract_id in set(contracts.values()) - {b""}:
+                nursery.start_soon(market.publish, contract_id)
     finally:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(spool, ignore_errors=True))
     total = sum(e.plain_size for e in segments)

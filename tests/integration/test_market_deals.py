@@ -126,10 +126,15 @@ async def test_deals_audits_payments_penalties_and_reputation(tmp_path: Path) ->
             for shard in victim_terms.terms.shards:
                 damage(victim, shard.address)
 
-            # Wait for every deal to be judged to the end and settled.
+            # Wait for every deal to be judged to the end and settled, on both
+            # sides, and the unearned escrow refunded (settling sends the last
+            # transition to the provider and then refunds, after our book says
+            # SETTLED).
             def settled() -> bool:
-                return all(
-                    (s := market.book.state(d.contract_id)) is not None and s.state is State.SETTLED
+                books = [market.book] + [by_peer[d.provider].service.market.book for d in deals]
+                return market.ledger.escrowed_total(client.peer_id) == 0 and all(
+                    (s := book.state(d.contract_id)) is None or s.state is State.SETTLED
+                    for book in books
                     for d in deals
                 )
 
@@ -144,6 +149,10 @@ async def test_deals_audits_payments_penalties_and_reputation(tmp_path: Path) ->
                 theirs = provider.service.market.book.state(deal.contract_id)
                 assert theirs is not None
                 # Replicas agree: the provider's book and the client's.
+                assert (theirs.state, theirs.sequence) == (state.state, state.sequence), (
+                    [t.event.name for t in theirs.history],
+                    [t.event.name for t in state.history],
+                )
                 assert state_digest(theirs) == state_digest(state)
                 if deal.provider == victim.peer_id:
                     assert state.failed, "the damaged holder passed every audit"
