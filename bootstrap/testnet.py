@@ -70,11 +70,13 @@ TESTNET_SETTINGS: Mapping[str, Any] = {
     # A testnet has no chain to earn tokens from: every node starts funded,
     # so storage deals are real from the first put.
     "faucet_tokens": 1_000_000,
-    # Deals judged every 10 s for 10 minutes, so a testnet shows audits,
-    # payments and reputation moving while one watches.
-    "deal_period": 10.0,
-    "deal_duration": 600.0,
-    "audits_per_period": 2,
+    # Deals judged every 30 s for half an hour, so a testnet shows audits,
+    # payments and reputation moving while one watches. (Audit work grows
+    # with the number of contracts: shorter periods saturate a laptop once
+    # a few hundred puts have been made.)
+    "deal_period": 30.0,
+    "deal_duration": 1800.0,
+    "audits_per_period": 1,
 }
 
 POLL_INTERVAL = 0.2
