@@ -194,6 +194,7 @@ class NodeMarket:
         # When the auditor next has something to do for each contract, so a
         # round does not load every contract's state every tick.
         self._next_due: dict[bytes, int] = {}
+        self._unpublished: set[bytes] = set()
 
     def close(self) -> None:
         self.book.close()
@@ -295,6 +296,15 @@ class NodeMarket:
             if before is None:
                 return Refused("no such contract here")
             if transition.sequence <= before.sequence:
+                held = before.history[transition.sequence - 1]
+                if encode_transition(held) != encode_transition(transition):
+                    # Another transition holds that sequence number: both are
+                    # signed, so this is evidence, not something to apply.
+                    self.counters.inc("execute_conflict")
+                    return ExecuteResult(
+                        accepted=False,
+                        reason=f"sequence {transition.sequence} is already another transition",
+                    )
                 # Already applied (a retry): answer with where we are.
                 return ExecuteResult(
                     accepted=True, sequence=before.sequence, state_digest=state_digest(before)
@@ -505,9 +515,7 @@ class NodeMarket:
             raise DealFailed(f"no quote: {answer.reason}")
         root = await trio.to_thread.run_sync(audit.merkle_root, data, self.deal_policy.leaf_size)
         shard = ShardTerm(address=address, merkle_root=root, size=len(data))
-        contract_id = await self.make_deal(provider, answer, [shard])
-        await self.publish(contract_id)
-        return contract_id
+        return await self.make_deal(provider, answer, [shard])
 
     async def make_deal(
         self, provider: PeerInfo, quote: Quote, shards: Sequence[ShardTerm]
@@ -572,7 +580,14 @@ class NodeMarket:
                 )
             except LedgerError as error:
                 raise DealFailed(f"cannot lock the escrow: {error.reason}") from error
+            # Monitoring starts before any shard moves: the provider may end
+            # the contract once it has checked the shards (`verify_stored`),
+            # and its TERMINATE must follow ours, not race it.
             await self._transition(state, Event.START_MONITORING)
+        # The record is first published on the auditor's next round, off the
+        # put's critical path.
+        self._unpublished.add(cid)
+        self._next_due[cid] = 0
         self.counters.inc("deals_made")
         return cid
 
@@ -687,7 +702,8 @@ class NodeMarket:
             # earned goes back to the client; settling needs both parties.
             self._settle_escrow(state, now)
             return state
-        changed = False
+        changed = cid in self._unpublished
+        self._unpublished.discard(cid)
         # 1. Judge every period that has ended and has no verdict.
         for period in range(state.periods_total):
             if now < state.period_start_ms(period + 1):

@@ -21,7 +21,8 @@ contract. So this put works in phases:
    of shard data moves.
 5. **Store** each shard under its contract; holders refuse shards no
    contract of theirs covers.
-6. **Publish** the contracts' records and the manifest.
+6. **Publish** the manifest. (The market starts monitoring each contract
+   and publishes its record on its next audit round.)
 
 A provider whose deal fails has its shards offered to the next providers
 (in a second contract with them). A segment with fewer than k stored
@@ -81,10 +82,12 @@ class DealMaker(Protocol):
         ...
 
     async def deal(self, offer: Offer, shards: Sequence[ShardTerm]) -> bytes:
-        """A running contract with `offer.provider` for `shards`; its ID. Raises DealFailed."""
-        ...
+        """A countersigned contract with `offer.provider` for `shards`, escrow locked; its ID.
 
-    async def publish(self, contract_id: bytes) -> int: ...
+        Raises one of the caller's `deal_errors`. The market starts monitoring
+        it and publishes its record afterwards, off the put's path.
+        """
+        ...
 
 
 class _DealError(Exception):
@@ -126,9 +129,6 @@ async def put_file_with_deals(
         placement, offers = await _place(net, market, segments, options, local_peer_id)
         contracts = await _make_deals(market, placement, offers, segments, roots, deal_errors)
         copies, holders, under = await _store(net, spool, segments, offers, contracts, policy.k)
-        async with trio.open_nursery() as nursery:
-            for contract_id in set(contracts.values()) - {b""}:
-                nursery.start_soon(market.publish, contract_id)
     finally:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(spool, ignore_errors=True))
     total = sum(e.plain_size for e in segments)
