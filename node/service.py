@@ -65,7 +65,7 @@ from protocols.kad.messages import decode_message, encode_message
 from protocols.market.client import MarketClient
 from protocols.market.session import serve_market_stream
 from protocols.ping.messages import NodeStatus, Tier, decode_ping, encode_pong
-from protocols.ping.service import PingHandler
+from protocols.ping.service import PingHandler, ping
 from protocols.store import ShardCorrupt
 from protocols.store.client import StoreClient
 from protocols.store.handlers import StoreHandlers
@@ -223,6 +223,10 @@ class NodeService:
             provider_state=self._provider_state,
             client=MarketClient(self.open_stream),
             read_shard=self._read_shard_for_audit,
+            ping=lambda peer_id, addrs: ping(self.open_stream, peer_id, addrs),
+            fetch_range=lambda peer_id, addrs, address, offset, length: (
+                self.store_client.fetch_shard(peer_id, addrs, address, offset, length)
+            ),
             publish_record=self._publish_record,
             peer_addrs=self.known_addrs,
             counters=self.counters["market"],
