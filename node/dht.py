@@ -33,6 +33,7 @@ import trio
 
 from node.config import NodeConfig
 from node.records.book import PutOutcome, RecordBook
+from node.records.quota import RecordQuota
 from node.records.validators import RecordInvalid
 from protocols.errors import RemoteProtocolError
 from protocols.framing import PEER_FAILURES, Counters, StreamOpener
@@ -145,6 +146,7 @@ class Dht:
         self._self_addrs = self_addrs
         self._peer_addrs = peer_addrs
         self._clock_ms = clock_ms
+        self.record_quota = RecordQuota()
         self._rng = random.Random()
         self._evicting: set[bytes] = set()
         self._validating: set[bytes] = set()
@@ -183,6 +185,11 @@ class Dht:
 
     def put_record(self, key: bytes, value: bytes, from_peer: bytes) -> None:
         now = self._clock_ms()
+        # Records are free to store, within each sender's budget (checked
+        # before any validation work).
+        if not self.record_quota.allow(from_peer, len(key) + len(value), now):
+            self.counters.inc("record_quota_exceeded")
+            raise RemoteProtocolError("quota_exceeded", "too many records from this peer")
         try:
             outcome = self.book.accept(key, value, now)
         except RecordInvalid as error:
