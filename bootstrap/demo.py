@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bootstrap.testnet import MAX_NODES, TestnetError, down, up
+from bootstrap.testnet import MAX_NODES, TESTNET_SETTINGS, TestnetError, down, up
 from node.api.client import ApiClient, ApiFailed, ApiUnavailable
 
 PAYLOAD_SIZE = 4 << 20
@@ -74,6 +74,7 @@ def _round_trip(net: dict[str, Any], payload_file: Path) -> dict[str, Any]:
         "segments": put["segments"],
         "shard_copies": put["shard_copies"],
         "holders": put["holders"],
+        "contracts": put.get("contracts", 0),
         "writer": writer["name"],
         "reader": reader["name"],
         "round_trip_ok": True,
@@ -91,6 +92,8 @@ def _report(result: dict[str, Any]) -> str:
         f"  put               {mib:.1f} MiB of random bytes through {result['writer']}"
         f" in {t['put'] * 1000:.0f} ms: encrypted, {result['segments']} segments,"
         f" {result['shard_copies']} shards (4+2) on {result['holders']} nodes",
+        f"  storage deals     {result['contracts']} signed contracts, escrow locked in"
+        f" {result['writer']}'s book, audited every {TESTNET_SETTINGS['deal_period']:g} s",
         f"  content ID        {result['cid']}",
         f"  got back through  {result['reader']} in {t['get'] * 1000:.0f} ms",
         "  round trip        OK (bytes match)",

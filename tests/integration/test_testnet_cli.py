@@ -433,6 +433,7 @@ def test_demo_json(tmp_path: Path) -> None:
     assert report["nodes"] == 3
     assert report["cid"].startswith("b")
     assert report["segments"] == 4
+    assert report["contracts"] == 2  # the writer's two peers, one contract each
     assert set(report["seconds"]) == {"up", "put", "get", "down"}
     assert leftovers == []
     assert list(tmp_path.iterdir()) == []  # the demo removed its directory
