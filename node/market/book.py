@@ -76,7 +76,7 @@ from node.market.contract import (
     state_digest,
 )
 from node.market.contract import apply as apply_transition
-from node.storage.shards import migrate_component, open_node_database
+from node.storage.shards import open_component_database
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -211,12 +211,7 @@ class ContractBook:
         self.db_path = db_path
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, ContractState] = OrderedDict()
-        self._conn = open_node_database(db_path)
-        try:
-            migrate_component(self._conn, _COMPONENT, _MIGRATIONS)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = open_component_database(db_path, _COMPONENT, _MIGRATIONS)
 
     def close(self) -> None:
         with self._lock:

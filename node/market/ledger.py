@@ -96,7 +96,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from node.storage.shards import migrate_component, open_node_database
+from node.storage.shards import open_component_database
 
 __all__ = [
     "MAX_ACCOUNT_LENGTH",
@@ -620,12 +620,7 @@ class Ledger:
         self.public_key = signer_public_key
         self._signer = signer
         self._lock = threading.Lock()
-        self._conn = open_node_database(db_path)
-        try:
-            migrate_component(self._conn, _COMPONENT, _MIGRATIONS)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = open_component_database(db_path, _COMPONENT, _MIGRATIONS)
 
     def close(self) -> None:
         with self._lock:

@@ -64,7 +64,7 @@ from pathlib import Path
 from types import TracebackType
 
 from node.market.quality import BP_PER_UNIT, SlaOutcome, Verdict
-from node.storage.shards import migrate_component, open_node_database
+from node.storage.shards import open_component_database
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -278,12 +278,7 @@ class ReputationBook:
         self.db_path = db_path
         self.policy = policy
         self._lock = threading.Lock()
-        self._conn = open_node_database(db_path)
-        try:
-            migrate_component(self._conn, _COMPONENT, _MIGRATIONS)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = open_component_database(db_path, _COMPONENT, _MIGRATIONS)
 
     def close(self) -> None:
         with self._lock:

@@ -74,6 +74,7 @@ __all__ = [
     "StorageFull",
     "StoreLocked",
     "migrate_component",
+    "open_component_database",
     "open_node_database",
 ]
 
@@ -181,6 +182,21 @@ def migrate_component(
             " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
             (component, target),
         )
+
+
+def open_component_database(
+    path: Path,
+    component: str,
+    migrations: Sequence[Callable[[sqlite3.Connection], None]],
+) -> sqlite3.Connection:
+    """The node database, with `component`'s tables migrated (closed again on failure)."""
+    conn = open_node_database(path)
+    try:
+        migrate_component(conn, component, migrations)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _migrate_to_1(conn: sqlite3.Connection) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from node.storage.shards import migrate_component, open_node_database
+from node.storage.shards import open_component_database
 
 __all__ = ["CONTENT_ID_LENGTH", "SCHEMA_VERSION", "UploadEntry", "UploadLog"]
 
@@ -154,12 +154,7 @@ class UploadLog:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self._lock = threading.Lock()
-        self._conn = open_node_database(db_path)
-        try:
-            migrate_component(self._conn, _COMPONENT, _MIGRATIONS)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = open_component_database(db_path, _COMPONENT, _MIGRATIONS)
 
     def close(self) -> None:
         with self._lock:
