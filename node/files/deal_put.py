@@ -41,16 +41,21 @@ from typing import Protocol
 
 import trio
 
-from node.content.address import format_capability
-from node.content.encrypt import new_content_key
-from node.content.erasure import ErasureCodec
-from node.content.manifest import SegmentEntry, encode_manifest, manifest_id, manifest_record_key
+from node.content.manifest import SegmentEntry
 from node.content.segment_codec import encode_segment
 from node.files.failures import first_of
 from node.files.network import FileNetwork, ShardTransferError
 from node.files.placement import choose_holders
-from node.files.put import PutFailed, PutOptions, PutResult, build_manifest, cut_segments
-from node.files.sizing import choose_segment_size, max_segments, segments_in_flight
+from node.files.put import (
+    PutFailed,
+    PutOptions,
+    PutPlan,
+    PutResult,
+    each_segment,
+    entry_of,
+    finish_put,
+    plan_put,
+)
 from node.market.audit import merkle_root
 from node.market.contract import ShardTerm
 from protocols.kad.messages import PeerInfo
@@ -90,10 +95,6 @@ class DealMaker(Protocol):
         ...
 
 
-class _DealError(Exception):
-    pass
-
-
 async def put_file_with_deals(
     net: FileNetwork,
     market: DealMaker,
@@ -109,21 +110,12 @@ async def put_file_with_deals(
     """Store the bytes of ``chunks`` under storage contracts (module docstring)."""
     started = trio.current_time()
     policy = options.policy
-    codec = ErasureCodec(policy.k, policy.m)
-    key = None if options.public else new_content_key()
-    segment_size = (
-        options.segment_size
-        if options.segment_size_fixed
-        else choose_segment_size(options.size_hint, options.segment_size, policy.k + policy.m)
-    )
-    segment_limit = max_segments(policy.k + policy.m)
-    encode_manifest(build_manifest(options, policy, key, segment_size, (), 0, 0))
+    plan = plan_put(options)
     spool = spool_root / uuid.uuid4().hex
     spool.mkdir(parents=True, mode=0o700)
     try:
         entries, roots = await _encode_to_spool(
-            chunks, spool, codec, key, segment_size, segment_limit, options, market.leaf_size,
-            on_progress,
+            chunks, spool, plan, options, market.leaf_size, on_progress,
         )  # fmt: skip
         segments = [entries[i] for i in range(len(entries))]
         placement, offers = await _place(net, market, segments, options, local_peer_id)
@@ -131,30 +123,16 @@ async def put_file_with_deals(
         copies, holders, under = await _store(net, spool, segments, offers, contracts, policy.k)
     finally:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(spool, ignore_errors=True))
-    total = sum(e.plain_size for e in segments)
-    manifest = build_manifest(
-        options, policy, key, segment_size, tuple(segments), total, int(clock())
-    )
-    encoded = encode_manifest(manifest)
-    content_id = manifest_id(encoded)
-    accepted = 0
-    if options.publish:
-        accepted = await net.publish_record(manifest_record_key(content_id), encoded)
-        if accepted == 0:
-            raise PutFailed("no node accepted the manifest record; the file could not be published")
-    return PutResult(
-        content_id=content_id,
-        size=total,
-        segments=len(segments),
-        shards=len(segments) * (policy.k + policy.m),
+    return await finish_put(
+        net,
+        options,
+        plan,
+        tuple(segments),
+        created=int(clock()),
+        started=started,
         shard_copies=copies,
-        under_replicated_segments=under,
-        distinct_holders=len(holders),
-        manifest_holders=accepted,
-        seconds=trio.current_time() - started,
-        capability=None if key is None else format_capability(content_id, key),
-        created=manifest.created,
-        unpublished_manifest=None if options.publish else encoded,
+        holders=len(holders),
+        under_replicated=under,
         contracts=len(set(contracts.values()) - {b""}),
     )
 
@@ -162,10 +140,7 @@ async def put_file_with_deals(
 async def _encode_to_spool(
     chunks: AsyncIterator[bytes],
     spool: Path,
-    codec: ErasureCodec,
-    key: bytes | None,
-    segment_size: int,
-    segment_limit: int,
+    plan: PutPlan,
     options: PutOptions,
     leaf_size: int,
     on_progress: Callable[[int], None] | None,
@@ -173,40 +148,21 @@ async def _encode_to_spool(
     entries: dict[int, SegmentEntry] = {}
     roots: dict[bytes, bytes] = {}
     limiter = trio.CapacityLimiter(options.workers)
-    slots = trio.Semaphore(segments_in_flight(options.lookahead, segment_size))
 
     def encode_and_spool(index: int, data: bytes) -> None:
-        segment = encode_segment(index, data, key=key, codec=codec)
+        segment = encode_segment(index, data, key=plan.key, codec=plan.codec)
         for address, shard in zip(segment.addresses, segment.shards, strict=True):
             (spool / address.hex()).write_bytes(shard)
             roots[address] = merkle_root(shard, leaf_size)
-        entries[index] = SegmentEntry(
-            plain_size=segment.plain_size,
-            stored_size=segment.stored_size,
-            compressed=segment.compressed,
-            shard_size=segment.shard_size,
-            shard_addresses=tuple(segment.addresses),
-        )
+        entries[index] = entry_of(segment)
 
     async def one(index: int, data: bytes) -> None:
-        try:
-            await trio.to_thread.run_sync(encode_and_spool, index, data, limiter=limiter)
-        finally:
-            slots.release()
+        await trio.to_thread.run_sync(encode_and_spool, index, data, limiter=limiter)
         if on_progress is not None:
             on_progress(len(data))
 
-    async with trio.open_nursery() as nursery:
-        index = 0
-        async for data in cut_segments(chunks, segment_size):
-            if index >= segment_limit:
-                raise PutFailed(
-                    f"more than {segment_limit} segments of {segment_size} bytes: pass the "
-                    "size in advance so larger segments are used"
-                )
-            await slots.acquire()
-            nursery.start_soon(one, index, data)
-            index += 1
+    with first_of(PutFailed):
+        await each_segment(chunks, plan, options, one)
     return entries, roots
 
 

@@ -18,7 +18,7 @@ readable.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -182,83 +182,101 @@ def build_manifest(
     )
 
 
-async def put_file(
-    net: FileNetwork,
-    chunks: AsyncIterator[bytes],
-    options: PutOptions,
-    *,
-    on_progress: Callable[[int], None] | None = None,
-    clock: Callable[[], float] = time.time,
-) -> PutResult:
-    """Store the bytes of ``chunks`` as a file; returns its content ID (and capability)."""
-    started = trio.current_time()
+@dataclass(frozen=True)
+class PutPlan:
+    """How one put encodes: its codec, key, segment size and segment limit."""
+
+    codec: ErasureCodec
+    key: bytes | None
+    segment_size: int
+    segment_limit: int
+
+    def __repr__(self) -> str:  # holds the content key: never print it by accident
+        return f"PutPlan(segment_size={self.segment_size}, limit={self.segment_limit})"
+
+
+def plan_put(options: PutOptions) -> PutPlan:
+    """Choose the encoding of a put, and check its metadata before any byte is stored.
+
+    A manifest refused at the end would leave every shard orphaned.
+    """
     policy = options.policy
-    codec = ErasureCodec(policy.k, policy.m)
     key = None if options.public else new_content_key()
     segment_size = (
         options.segment_size
         if options.segment_size_fixed
         else choose_segment_size(options.size_hint, options.segment_size, policy.k + policy.m)
     )
-    segment_limit = max_segments(policy.k + policy.m)
-    # Name, tags, type and description are checked before any byte is stored:
-    # a manifest refused at the end would leave every shard orphaned.
     encode_manifest(build_manifest(options, policy, key, segment_size, (), 0, 0))
-    storer = _SegmentStorer(net, policy)
-    entries: dict[int, SegmentEntry] = {}
-    under_replicated = 0
-    total = 0
-    limiter = trio.CapacityLimiter(options.workers)
-    slots = trio.Semaphore(segments_in_flight(options.lookahead, segment_size))
+    return PutPlan(
+        codec=ErasureCodec(policy.k, policy.m),
+        key=key,
+        segment_size=segment_size,
+        segment_limit=max_segments(policy.k + policy.m),
+    )
 
-    async def encode_and_store(index: int, data: bytes) -> None:
-        nonlocal under_replicated
+
+def entry_of(segment: EncodedSegment) -> SegmentEntry:
+    """The manifest's entry for an encoded segment."""
+    return SegmentEntry(
+        plain_size=segment.plain_size,
+        stored_size=segment.stored_size,
+        compressed=segment.compressed,
+        shard_size=segment.shard_size,
+        shard_addresses=tuple(segment.addresses),
+    )
+
+
+async def each_segment(
+    chunks: AsyncIterator[bytes],
+    plan: PutPlan,
+    options: PutOptions,
+    handle: Callable[[int, bytes], Awaitable[None]],
+) -> None:
+    """Run ``handle(index, data)`` for every segment of ``chunks``, concurrently.
+
+    At most ``segments_in_flight`` segments are between read and handled, so
+    a slow network slows the reader instead of filling memory.
+    """
+    slots = trio.Semaphore(segments_in_flight(options.lookahead, plan.segment_size))
+
+    async def run(index: int, data: bytes) -> None:
         try:
-            segment = await trio.to_thread.run_sync(
-                lambda: encode_segment(index, data, key=key, codec=codec), limiter=limiter
-            )
-            with_holder = await storer.store(segment)
+            await handle(index, data)
         finally:
             slots.release()
-        if with_holder < policy.k:
-            raise PutFailed(
-                f"segment {index}: only {with_holder} of {policy.k + policy.m} shards found a "
-                f"holder; {policy.k} are needed to read it back (too few reachable nodes?)"
-            )
-        if with_holder < policy.k + policy.m:
-            under_replicated += 1
-        entries[index] = SegmentEntry(
-            plain_size=segment.plain_size,
-            stored_size=segment.stored_size,
-            compressed=segment.compressed,
-            shard_size=segment.shard_size,
-            shard_addresses=tuple(segment.addresses),
-        )
-        if on_progress is not None:
-            on_progress(segment.plain_size)
 
-    with first_of(PutFailed, ShardTransferError):
-        async with trio.open_nursery() as nursery:
-            index = 0
-            async for data in cut_segments(chunks, segment_size):
-                if index >= segment_limit:
-                    raise PutFailed(
-                        f"more than {segment_limit} segments of {segment_size} bytes: pass the "
-                        "size in advance so larger segments are used"
-                    )
-                await slots.acquire()
-                total += len(data)
-                nursery.start_soon(encode_and_store, index, data)
-                index += 1
+    async with trio.open_nursery() as nursery:
+        index = 0
+        async for data in cut_segments(chunks, plan.segment_size):
+            if index >= plan.segment_limit:
+                raise PutFailed(
+                    f"more than {plan.segment_limit} segments of {plan.segment_size} bytes: "
+                    "pass the size in advance so larger segments are used"
+                )
+            await slots.acquire()
+            nursery.start_soon(run, index, data)
+            index += 1
 
+
+async def finish_put(
+    net: FileNetwork,
+    options: PutOptions,
+    plan: PutPlan,
+    segments: tuple[SegmentEntry, ...],
+    *,
+    created: int,
+    started: float,
+    shard_copies: int,
+    holders: int,
+    under_replicated: int,
+    contracts: int = 0,
+) -> PutResult:
+    """Build the manifest of stored `segments`, publish it (unless deferred), and report."""
+    policy = options.policy
+    total = sum(s.plain_size for s in segments)
     manifest = build_manifest(
-        options,
-        policy,
-        key,
-        segment_size,
-        tuple(entries[i] for i in range(len(entries))),
-        total,
-        int(clock()),
+        options, policy, plan.key, plan.segment_size, segments, total, created
     )
     encoded = encode_manifest(manifest)
     content_id = manifest_id(encoded)
@@ -270,14 +288,65 @@ async def put_file(
     return PutResult(
         content_id=content_id,
         size=total,
-        segments=len(entries),
-        shards=len(entries) * (policy.k + policy.m),
-        shard_copies=storer.copies,
+        segments=len(segments),
+        shards=len(segments) * (policy.k + policy.m),
+        shard_copies=shard_copies,
         under_replicated_segments=under_replicated,
-        distinct_holders=len(storer.holders),
+        distinct_holders=holders,
         manifest_holders=accepted,
         seconds=trio.current_time() - started,
-        capability=None if key is None else format_capability(content_id, key),
+        capability=None if plan.key is None else format_capability(content_id, plan.key),
         created=manifest.created,
         unpublished_manifest=None if options.publish else encoded,
+        contracts=contracts,
+    )
+
+
+async def put_file(
+    net: FileNetwork,
+    chunks: AsyncIterator[bytes],
+    options: PutOptions,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PutResult:
+    """Store the bytes of ``chunks`` as a file; returns its content ID (and capability)."""
+    started = trio.current_time()
+    policy = options.policy
+    plan = plan_put(options)
+    storer = _SegmentStorer(net, policy)
+    entries: dict[int, SegmentEntry] = {}
+    under_replicated = 0
+    limiter = trio.CapacityLimiter(options.workers)
+
+    async def encode_and_store(index: int, data: bytes) -> None:
+        nonlocal under_replicated
+        segment = await trio.to_thread.run_sync(
+            lambda: encode_segment(index, data, key=plan.key, codec=plan.codec), limiter=limiter
+        )
+        with_holder = await storer.store(segment)
+        if with_holder < policy.k:
+            raise PutFailed(
+                f"segment {index}: only {with_holder} of {policy.k + policy.m} shards found a "
+                f"holder; {policy.k} are needed to read it back (too few reachable nodes?)"
+            )
+        if with_holder < policy.k + policy.m:
+            under_replicated += 1
+        entries[index] = entry_of(segment)
+        if on_progress is not None:
+            on_progress(segment.plain_size)
+
+    with first_of(PutFailed, ShardTransferError):
+        await each_segment(chunks, plan, options, encode_and_store)
+
+    return await finish_put(
+        net,
+        options,
+        plan,
+        tuple(entries[i] for i in range(len(entries))),
+        created=int(clock()),
+        started=started,
+        shard_copies=storer.copies,
+        holders=len(storer.holders),
+        under_replicated=under_replicated,
     )
