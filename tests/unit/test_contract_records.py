@@ -58,10 +58,14 @@ from node.records.contracts import (
 )
 from node.records.validators import NamespacedValidator, RecordInvalid
 
-CLIENT_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-PROVIDER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
-MALLORY_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(64, 96)))
-KEYS = {Role.CLIENT: CLIENT_KEY, Role.PROVIDER: PROVIDER_KEY}
+# The same parties as the contract tests, so their signing helpers apply.
+from tests.unit.test_market_contract import (
+    CLIENT_KEY,
+    MALLORY_KEY,
+    PROVIDER_KEY,
+    signed,
+    step,
+)
 
 START = 10_000
 PERIOD = 1_000
@@ -106,29 +110,6 @@ def make_terms(quote_id: bytes = b"quote-1") -> ContractTerms:
 def proposed(terms: ContractTerms | None = None) -> ContractState:
     terms = make_terms() if terms is None else terms
     return open_contract(terms, sign_proposal(terms, CLIENT_KEY))
-
-
-def signed(
-    state: ContractState,
-    event: Event,
-    issued_ms: int,
-    signers: tuple[Role, ...] = (Role.CLIENT,),
-    **payload: object,
-) -> Transition:
-    t = make_transition(state, event, issued_ms, **payload)  # type: ignore[arg-type]
-    for role in signers:
-        t = sign_transition(t, role, KEYS[role])
-    return t
-
-
-def step(
-    state: ContractState,
-    event: Event,
-    issued_ms: int,
-    signers: tuple[Role, ...] = (Role.CLIENT,),
-    **payload: object,
-) -> ContractState:
-    return apply(state, signed(state, event, issued_ms, signers, **payload), issued_ms)
 
 
 def active(terms: ContractTerms | None = None) -> ContractState:
